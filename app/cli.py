@@ -1,0 +1,195 @@
+"""The ``docent`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from app.backends import Docent, connect
+from app.errors import DocentError
+from app.settings import Settings
+
+# LlamaIndex and tokenizers read these at import time; keep everything offline and quiet.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+cli = typer.Typer(
+    help="Docent: ask questions about your documents and get cited answers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+documents_cli = typer.Typer(help="List or delete documents.", no_args_is_help=True)
+cli.add_typer(documents_cli, name="documents")
+console = Console()
+err = Console(stderr=True)
+
+SUPPORTED = {".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".text"}
+
+
+@contextmanager
+def _docent() -> Iterator[Docent]:
+    client = None
+    try:
+        client = connect(Settings())
+        yield client
+    except DocentError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        if client is not None:
+            client.close()
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the web chat and API on this machine (the embedded default)."""
+    import uvicorn
+
+    from app.ownership import DataDirLock
+    from app.services import Services
+    from app.web.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DocentError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    try:
+        console.print("Loading the embedding model and opening the index…")
+        services = Services.build(settings)
+        url = f"http://{settings.host}:{settings.port}"
+        lock.advertise(url)
+        console.print(f"Docent is running at [bold]{url}[/bold] (data in {settings.data_dir})")
+        uvicorn.run(
+            create_app(settings, services), host=settings.host, port=settings.port,
+            log_level="info", timeout_graceful_shutdown=5,
+        )
+        services.close()
+    finally:
+        lock.release()
+
+
+@cli.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to add.")],
+    collection: Annotated[str | None, typer.Option(help="Collection to add them to.")] = None,
+) -> None:
+    """Add documents (files, or folders searched recursively) and wait until indexed."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in SUPPORTED))
+        elif p.is_file():
+            files.append(p)
+        else:
+            err.print(f"[red]{p} does not exist.[/red]")
+            raise typer.Exit(2)
+    if not files:
+        err.print(f"[yellow]No supported files found. Docent reads {', '.join(sorted(SUPPORTED))}.")
+        raise typer.Exit(2)
+    target = collection or Settings().default_collection
+    with _docent() as client, Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), console=console,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(name: str, status: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=max(total, 1), status=status)
+            bar.update(tasks[name], completed=done, total=max(total, 1), status=status)
+
+        outcome = client.ingest(files, target, on_progress)
+    failed = {k: v for k, v in outcome.items() if v.startswith(("rejected", "failed"))}
+    for path, reason in failed.items():
+        err.print(f"[red]{path}: {reason}[/red]")
+    console.print(f"{len(outcome) - len(failed)} of {len(outcome)} files indexed or unchanged.")
+    if failed:
+        raise typer.Exit(1)
+
+
+@cli.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many chunks.")] = 5,
+    collection: Annotated[str | None, typer.Option(help="Only this collection.")] = None,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or sparse.")] = "hybrid",
+) -> None:
+    """Show the chunks that best match a query."""
+    with _docent() as client:
+        hits = client.search(query, top_k, collection, mode)
+    if not hits:
+        console.print("No matching passages. Add documents with `docent ingest PATH`.")
+        return
+    for i, h in enumerate(hits, start=1):
+        where = f", page {h.page}" if h.page else ""
+        console.print(f"[bold]{i}. {h.title}[/bold]{where}  [dim]score {h.score:.4f}[/dim]")
+        console.print("   " + " ".join(h.text.split())[:400], highlight=False, markup=False)
+
+
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question.")],
+    collection: Annotated[str | None, typer.Option(help="Only this collection.")] = None,
+) -> None:
+    """Ask a question; the answer streams to the terminal with its sources."""
+    sources: list[dict[str, object]] = []
+    with _docent() as client:
+        for event, data in client.ask(question, collection):
+            if event == "sources":
+                sources = list(data["sources"])
+            elif event == "delta":
+                sys.stdout.write(str(data["text"]))
+                sys.stdout.flush()
+            elif event == "citations":
+                cited = {c["n"] for c in data["citations"]}
+                sys.stdout.write("\n\n")
+                for s in sources:
+                    if s["n"] in cited:
+                        page = f", page {s['page']}" if s.get("page") else ""
+                        console.print(f"[{s['n']}] {s['title']}{page}", markup=False)
+            elif event == "error":
+                err.print(f"\n[red]{data['message']}[/red]")
+                raise typer.Exit(1)
+
+
+@documents_cli.command("list")
+def documents_list() -> None:
+    """List documents with their status."""
+    with _docent() as client:
+        docs = client.documents()
+    table = Table("id", "title", "collection", "status", "chunks", "version")
+    for d in docs:
+        status = d.status.value + (f" ({d.error})" if d.error else "")
+        table.add_row(d.id, d.title, d.collection, status, str(d.chunk_count), str(d.version))
+    console.print(table)
+
+
+@documents_cli.command("delete")
+def documents_delete(document_id: Annotated[str, typer.Argument(help="Document id.")]) -> None:
+    """Delete a document and its chunks."""
+    with _docent() as client:
+        client.delete(document_id)
+    console.print(f"Deleted {document_id}.")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,182 @@
+"""JSON and SSE endpoints. Each handler is a route and one call into a use case."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from sqlalchemy import func, select
+
+from app.answer.answer import answer
+from app.db.tables import Chunk, Document, Job
+from app.errors import InvalidRequest, NotFound
+from app.models import (
+    ChatRequest,
+    DocumentInfo,
+    JobInfo,
+    JobStatus,
+    SearchRequest,
+    SearchResponse,
+    UploadResult,
+)
+from app.services import Services
+from ingest.worker import BackgroundWorker
+
+_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def _tenant(state: State) -> str:
+    return _services(state).settings.default_tenant
+
+
+def _document_info(doc: Document, job: Job | None) -> DocumentInfo:
+    return DocumentInfo(
+        id=doc.id, tenant=doc.tenant, collection=doc.collection, title=doc.title,
+        filename=doc.filename, content_type=doc.content_type, size_bytes=doc.size_bytes,
+        sha256=doc.sha256, version=doc.live_version,
+        status=JobStatus(job.status) if job else JobStatus.received,
+        error=job.error if job else None, chunk_count=doc.chunk_count, pages=doc.pages,
+        created_at=doc.created_at, updated_at=doc.updated_at,
+    )
+
+
+def _job_info(job: Job) -> JobInfo:
+    return JobInfo(
+        id=job.id, document_id=job.document_id, version=job.version,
+        status=JobStatus(job.status), error=job.error, chunks_total=job.chunks_total,
+        chunks_indexed=job.chunks_indexed, created_at=job.created_at, updated_at=job.updated_at,
+    )
+
+
+class DocumentController(Controller):
+    path = "/api"
+    tags = ["documents"]
+
+    @post("/documents", status_code=202, summary="Upload one or many documents")
+    async def upload(self, request: Request[Any, Any, Any], state: State) -> UploadResult:
+        """Multipart form: one or more ``files`` fields and an optional ``collection``.
+        Returns a job per file; poll ``GET /api/jobs/{id}`` to watch it get indexed."""
+        services = _services(state)
+        form = await request.form()
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise InvalidRequest(
+                "Attach at least one file as multipart form data in a field named 'files'."
+            )
+        collection = str(form.get("collection") or services.settings.default_collection)
+        if not _COLLECTION.match(collection):
+            raise InvalidRequest(
+                "A collection name is 1-64 letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit."
+            )
+        contents = [(f.filename or "", await f.read()) for f in files]
+        results = await anyio.to_thread.run_sync(
+            services.ingestor.receive_many, _tenant(state), collection, contents
+        )
+        worker: BackgroundWorker = state.worker
+        worker.notify()
+        return UploadResult(files=results)
+
+    @get("/documents", sync_to_thread=True, summary="List documents")
+    def list_documents(self, state: State, collection: str | None = None) -> list[DocumentInfo]:
+        with _services(state).db.session() as s:
+            query = select(Document).where(Document.tenant == _tenant(state))
+            if collection:
+                query = query.where(Document.collection == collection)
+            docs = list(s.scalars(query.order_by(Document.created_at.desc())))
+            jobs = {
+                (j.document_id, j.version): j
+                for j in s.scalars(
+                    select(Job).where(Job.document_id.in_([d.id for d in docs]))
+                )
+            }
+            return [_document_info(d, jobs.get((d.id, d.latest_version))) for d in docs]
+
+    @get("/documents/{document_id:str}", sync_to_thread=True, summary="One document")
+    def get_document(self, state: State, document_id: str) -> DocumentInfo:
+        with _services(state).db.session() as s:
+            doc = s.get(Document, document_id)
+            if doc is None or doc.tenant != _tenant(state):
+                raise NotFound("No such document. It may have been deleted.")
+            job = s.scalars(
+                select(Job).where(Job.document_id == doc.id, Job.version == doc.latest_version)
+            ).one_or_none()
+            return _document_info(doc, job)
+
+    @delete("/documents/{document_id:str}", sync_to_thread=True, summary="Delete a document")
+    def delete_document(self, state: State, document_id: str) -> None:
+        _services(state).ingestor.delete_document(_tenant(state), document_id)
+
+    @get("/jobs/{job_id:str}", sync_to_thread=True, summary="An ingestion job's progress")
+    def get_job(self, state: State, job_id: str) -> JobInfo:
+        with _services(state).db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.tenant != _tenant(state):
+                raise NotFound("No such ingestion job.")
+            return _job_info(job)
+
+
+class SearchController(Controller):
+    path = "/api"
+    tags = ["search and chat"]
+
+    @post("/search", status_code=200, sync_to_thread=True, summary="Hybrid search")
+    def search(self, state: State, data: SearchRequest) -> SearchResponse:
+        from app.answer.retrieve import timed_search
+
+        services = _services(state)
+        hits, took = timed_search(
+            services.retriever, _tenant(state), data.query, data.top_k, data.collection,
+            data.mode,
+        )
+        return SearchResponse(query=data.query, hits=hits, took_ms=round(took, 2))
+
+    @post("/chat", status_code=200, summary="Ask a question; the answer streams as SSE")
+    async def chat(self, state: State, data: ChatRequest) -> ServerSentEvent:
+        """Events: meta, sources, delta, citations, done, or error (see ARCHITECTURE.md)."""
+        services = _services(state)
+        deps, tenant = services.answers, _tenant(state)
+
+        async def events() -> AsyncIterator[ServerSentEventMessage]:
+            async for event in answer(deps, tenant, data):
+                # json.dumps escapes newlines and U+2028, so content cannot forge SSE fields.
+                yield ServerSentEventMessage(event=event.event, data=json.dumps(event.data))
+
+        return ServerSentEvent(events())
+
+
+@get("/health", sync_to_thread=True, tags=["operations"], summary="Liveness and counts")
+def health(state: State) -> Response[dict[str, Any]]:
+    services = _services(state)
+    try:
+        with services.db.session() as s:
+            documents = s.scalar(select(func.count()).select_from(Document)) or 0
+            chunks = s.scalar(select(func.count()).select_from(Chunk)) or 0
+            pending = s.scalar(
+                select(func.count()).select_from(Job).where(
+                    Job.status.in_([JobStatus.received, JobStatus.parsed, JobStatus.chunked])
+                )
+            ) or 0
+    except Exception:
+        return Response({"status": "degraded", "database": "unavailable"}, status_code=503)
+    return Response(
+        {
+            "status": "ok",
+            "documents": documents,
+            "chunks": chunks,
+            "pending_jobs": pending,
+            "embedder": services.embedder.name,
+            "index": services.settings.index_backend,
+        }
+    )

@@ -1,0 +1,106 @@
+"""The Litestar application, built in one function from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from litestar import Litestar, get
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import ResponseHeader
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.response import Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from app.errors import DocentError
+from app.services import Services, ingest_own_docs_once
+from app.settings import Settings
+from app.web.api import DocumentController, SearchController, health
+from app.web.errors import docent_error, http_error, unexpected_error
+from ingest.worker import BackgroundWorker
+
+log = logging.getLogger(__name__)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def frontend_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    bundled = here / "_bundled" / "frontend"
+    return bundled if bundled.is_dir() else here.parent / "frontend"
+
+
+@get("/", include_in_schema=False)
+async def chat_page() -> Template:
+    return Template("chat.html", context={"page": "chat"})
+
+
+@get("/upload", include_in_schema=False)
+async def upload_page() -> Template:
+    return Template("upload.html", context={"page": "upload"})
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Litestar:
+    """Build the app. Pass ``services`` to reuse an already built graph (tests, CLI)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = services is None
+        built = services or await asyncio.to_thread(Services.build, settings)
+        worker = BackgroundWorker(built.ingestor)
+        app.state.services = built
+        app.state.worker = worker
+        try:
+            await asyncio.to_thread(built.ingestor.reconcile)
+            await asyncio.to_thread(ingest_own_docs_once, built)
+        except Exception:
+            log.exception("start-up recovery failed; serving anyway")
+        worker.start()
+        try:
+            yield
+        finally:
+            await worker.stop()
+            if owned:
+                built.close()
+
+    front = frontend_dir()
+    return Litestar(
+        route_handlers=[
+            chat_page,
+            upload_page,
+            health,
+            DocumentController,
+            SearchController,
+            create_static_files_router(path="/static", directories=[front / "static"]),
+        ],
+        lifespan=[lifespan],
+        template_config=TemplateConfig(directory=front / "templates", engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(
+            title="Docent API",
+            version="0.1.0",
+            description="Upload documents, search them, and ask questions with cited answers.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        exception_handlers={
+            DocentError: docent_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+        response_headers=[
+            ResponseHeader(name="Content-Security-Policy", value=CSP),
+            ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+            ResponseHeader(name="Referrer-Policy", value="no-referrer"),
+        ],
+        request_max_body_size=settings.max_upload_bytes,
+    )

@@ -1,0 +1,203 @@
+"""Sniff a file's real type and turn it into text through LlamaIndex readers.
+
+The result keeps page boundaries (PDF) as character offsets into one text, so every chunk's
+offsets point into exactly the text that was stored.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.errors import EmptyDocument, EncryptedDocument, UnreadableDocument, UnsupportedType
+
+PAGE_SEPARATOR = "\n\n"
+
+# extension -> kind
+EXTENSIONS = {
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".html": "html",
+    ".htm": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+}
+CONTENT_TYPES = {
+    "pdf": "application/pdf",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "html": "text/html",
+    "markdown": "text/markdown",
+    "text": "text/plain",
+}
+SUPPORTED = ", ".join(sorted(EXTENSIONS))
+
+
+@dataclass
+class ParsedText:
+    text: str
+    page_starts: list[int] = field(default_factory=list)
+    """Offset where each PDF page begins in ``text``; empty for unpaged formats."""
+
+    def page_at(self, offset: int) -> int | None:
+        if not self.page_starts:
+            return None
+        page = 0
+        for i, start in enumerate(self.page_starts):
+            if start <= offset:
+                page = i
+            else:
+                break
+        return page + 1
+
+
+def kind_for(filename: str, head: bytes) -> str:
+    """The document kind, from the name and confirmed by the first bytes."""
+    ext = Path(filename).suffix.lower()
+    kind = EXTENSIONS.get(ext)
+    if kind is None:
+        raise UnsupportedType(
+            f"'{filename}' has a type Docent cannot read. Upload one of: {SUPPORTED}."
+        )
+    is_pdf = head.startswith(b"%PDF-")
+    is_zip = head.startswith(b"PK\x03\x04")
+    if kind == "pdf" and not is_pdf:
+        raise UnsupportedType(f"'{filename}' is named .pdf but is not a PDF file.")
+    if kind == "docx" and not is_zip:
+        raise UnsupportedType(f"'{filename}' is named .docx but is not a Word document.")
+    if kind in ("html", "markdown", "text"):
+        if is_pdf or is_zip or b"\x00" in head[:4096]:
+            raise UnsupportedType(
+                f"'{filename}' is named {ext} but holds binary data, not text."
+            )
+    return kind
+
+
+def parse_bytes(filename: str, data: bytes) -> tuple[str, ParsedText]:
+    """Validate and parse; raises an InputError a person can act on."""
+    if not data:
+        raise EmptyDocument(f"'{filename}' is empty. Upload a file that contains text.")
+    kind = kind_for(filename, data[:8192])
+    parsed = _PARSERS[kind](filename, data)
+    if not parsed.text.strip():
+        hint = " It may be a scanned image; Docent does not run OCR yet." if kind == "pdf" else ""
+        raise EmptyDocument(f"No text could be extracted from '{filename}'.{hint}")
+    return kind, parsed
+
+
+def _with_temp_file(suffix: str, data: bytes) -> tempfile._TemporaryFileWrapper[bytes]:
+    tmp = tempfile.NamedTemporaryFile(suffix=suffix)
+    tmp.write(data)
+    tmp.flush()
+    return tmp
+
+
+def _parse_pdf(filename: str, data: bytes) -> ParsedText:
+    import pypdf
+    from llama_index.readers.file import PDFReader
+    from tenacity import stop_after_attempt
+
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        encrypted = reader.is_encrypted
+    except Exception as exc:
+        raise UnreadableDocument(
+            f"'{filename}' could not be read as a PDF ({type(exc).__name__}). "
+            "It may be damaged; export it again and re-upload."
+        ) from exc
+    if encrypted:
+        raise EncryptedDocument(
+            f"'{filename}' is password-protected. Remove the password and upload it again."
+        )
+    with _with_temp_file(".pdf", data) as tmp:
+        try:
+            # LlamaIndex's PDFReader retries on failure; call the undecorated function once.
+            load_once = PDFReader.load_data.retry_with(stop=stop_after_attempt(1), reraise=True)
+            pages = load_once(PDFReader(), Path(tmp.name))
+        except Exception as exc:
+            raise UnreadableDocument(
+                f"'{filename}' could not be read as a PDF ({type(exc).__name__}). "
+                "It may be damaged; export it again and re-upload."
+            ) from exc
+    parts: list[str] = []
+    starts: list[int] = []
+    offset = 0
+    for page in pages:
+        starts.append(offset)
+        page_text = page.text or ""
+        parts.append(page_text)
+        offset += len(page_text) + len(PAGE_SEPARATOR)
+    return ParsedText(PAGE_SEPARATOR.join(parts), starts)
+
+
+def _parse_docx(filename: str, data: bytes) -> ParsedText:
+    from llama_index.readers.file import DocxReader
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            if "word/document.xml" not in zf.namelist():
+                raise UnsupportedType(f"'{filename}' is a zip archive, not a Word document.")
+    except zipfile.BadZipFile as exc:
+        raise UnreadableDocument(
+            f"'{filename}' could not be opened as a Word document. It may be damaged."
+        ) from exc
+    with _with_temp_file(".docx", data) as tmp:
+        try:
+            docs = DocxReader().load_data(Path(tmp.name))
+        except Exception as exc:
+            raise UnreadableDocument(
+                f"'{filename}' could not be read as a Word document ({type(exc).__name__})."
+            ) from exc
+    return ParsedText("\n".join(d.text for d in docs).strip())
+
+
+def _decode(filename: str, data: bytes) -> str:
+    for encoding in ("utf-8-sig", "utf-16"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise UnreadableDocument(
+        f"'{filename}' is not valid UTF-8 text. Save it as UTF-8 and upload it again."
+    )
+
+
+def _parse_html(filename: str, data: bytes) -> ParsedText:
+    from bs4 import BeautifulSoup
+    from llama_index.readers.file import HTMLTagReader
+
+    # Scripts, styles and templates are not content; drop them before the reader sees the page.
+    soup = BeautifulSoup(_decode(filename, data), "html.parser")
+    for tag in soup(["script", "style", "template", "noscript"]):
+        tag.decompose()
+    if soup.body is None:
+        return ParsedText(soup.get_text("\n").strip())
+    with tempfile.NamedTemporaryFile("w", suffix=".html", encoding="utf-8") as tmp:
+        tmp.write(str(soup))
+        tmp.flush()
+        docs = HTMLTagReader(tag="body").load_data(Path(tmp.name))
+    return ParsedText("\n\n".join(d.text for d in docs).strip())
+
+
+def _parse_plain(filename: str, data: bytes) -> ParsedText:
+    from llama_index.readers.file import FlatReader
+
+    text = _decode(filename, data)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as tmp:
+        tmp.write(text)
+        tmp.flush()
+        docs = FlatReader().load_data(Path(tmp.name))
+    return ParsedText("".join(d.text for d in docs))
+
+
+_PARSERS = {
+    "pdf": _parse_pdf,
+    "docx": _parse_docx,
+    "html": _parse_html,
+    "markdown": _parse_plain,
+    "text": _parse_plain,
+}
