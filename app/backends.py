@@ -34,7 +34,9 @@ class Docent(Protocol):
         self, query: str, top_k: int, collection: str | None, mode: str
     ) -> list[ChunkHit]: ...
 
-    def ask(self, question: str, collection: str | None) -> Iterator[tuple[str, dict[str, Any]]]: ...
+    def ask(
+        self, question: str, collection: str | None
+    ) -> Iterator[tuple[str, dict[str, Any]]]: ...
 
     def documents(self) -> list[DocumentInfo]: ...
 
@@ -92,15 +94,19 @@ class LocalDocent:
             if job_id in names:
                 progress(Path(names[job_id]).name, "indexing", done, total)
 
-        for job_id, path in names.items():
+        for job_id, source in names.items():
             status = s.ingestor.run_job(job_id, on_progress)
-            outcome[path] = status.value
-            progress(Path(path).name, status.value, 1, 1)
+            outcome[source] = status.value
+            progress(Path(source).name, status.value, 1, 1)
         return outcome
 
     def search(self, query: str, top_k: int, collection: str | None, mode: str) -> list[ChunkHit]:
         return self.services.retriever.search(
-            self.services.settings.default_tenant, query, top_k, collection, mode  # type: ignore[arg-type]
+            self.services.settings.default_tenant,
+            query,
+            top_k,
+            collection,
+            mode,  # type: ignore[arg-type]
         )
 
     def ask(self, question: str, collection: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -141,12 +147,21 @@ class LocalDocent:
                 ).one_or_none()
                 out.append(
                     DocumentInfo(
-                        id=d.id, tenant=d.tenant, collection=d.collection, title=d.title,
-                        filename=d.filename, content_type=d.content_type,
-                        size_bytes=d.size_bytes, sha256=d.sha256, version=d.live_version,
+                        id=d.id,
+                        tenant=d.tenant,
+                        collection=d.collection,
+                        title=d.title,
+                        filename=d.filename,
+                        content_type=d.content_type,
+                        size_bytes=d.size_bytes,
+                        sha256=d.sha256,
+                        version=d.live_version,
                         status=JobStatus(job.status) if job else JobStatus.received,
-                        error=job.error if job else None, chunk_count=d.chunk_count,
-                        pages=d.pages, created_at=d.created_at, updated_at=d.updated_at,
+                        error=job.error if job else None,
+                        chunk_count=d.chunk_count,
+                        pages=d.pages,
+                        created_at=d.created_at,
+                        updated_at=d.updated_at,
                     )
                 )
             return out
@@ -190,7 +205,8 @@ class RemoteDocent:
         for path in files:
             try:
                 response = self._request(
-                    "POST", "/api/documents",
+                    "POST",
+                    "/api/documents",
                     files={"files": (path.name, path.read_bytes())},
                     data={"collection": collection},
                 )
@@ -242,8 +258,7 @@ class RemoteDocent:
 
     def documents(self) -> list[DocumentInfo]:
         return [
-            DocumentInfo.model_validate(d)
-            for d in self._request("GET", "/api/documents").json()
+            DocumentInfo.model_validate(d) for d in self._request("GET", "/api/documents").json()
         ]
 
     def delete(self, document_id: str) -> None:

@@ -63,7 +63,9 @@ def serve(
     from app.services import Services
     from app.web.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     lock = DataDirLock(settings.data_dir)
@@ -79,8 +81,11 @@ def serve(
         lock.advertise(url)
         console.print(f"Docent is running at [bold]{url}[/bold] (data in {settings.data_dir})")
         uvicorn.run(
-            create_app(settings, services), host=settings.host, port=settings.port,
-            log_level="info", timeout_graceful_shutdown=5,
+            create_app(settings, services),
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            timeout_graceful_shutdown=5,
         )
         services.close()
     finally:
@@ -106,10 +111,16 @@ def ingest(
         err.print(f"[yellow]No supported files found. Docent reads {', '.join(sorted(SUPPORTED))}.")
         raise typer.Exit(2)
     target = collection or Settings().default_collection
-    with _docent() as client, Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"), console=console,
-    ) as bar:
+    with (
+        _docent() as client,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+        ) as bar,
+    ):
         tasks: dict[str, TaskID] = {}
 
         def on_progress(name: str, status: str, done: int, total: int) -> None:
@@ -193,3 +204,7 @@ def documents_delete(document_id: Annotated[str, typer.Argument(help="Document i
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

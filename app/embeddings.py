@@ -155,9 +155,7 @@ class MiniLMEmbedder:
         self._lock = threading.Lock()
         hf_tokenizer = self._model.tokenizer
         self._count = lambda text: hf_tokenizer.tokenize(text)
-        log.info(
-            "loaded %s (%s) in %.1fs", self.name, precision, time.perf_counter() - started
-        )
+        log.info("loaded %s (%s) in %.1fs", self.name, precision, time.perf_counter() - started)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

@@ -110,9 +110,7 @@ class Settings(BaseSettings):
 
     # --- retrieval and answers ------------------------------------------------------------
     search_top_k: int = Field(default=5, description="Chunks returned by a search by default.")
-    answer_sources: int = Field(
-        default=5, description="Chunks retrieved as sources for an answer."
-    )
+    answer_sources: int = Field(default=5, description="Chunks retrieved as sources for an answer.")
     rrf_k: int = Field(default=60, description="The k constant of reciprocal rank fusion.")
     prefetch_limit: int = Field(
         default=50, description="Candidates taken from each of dense and BM25 before fusion."

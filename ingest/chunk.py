@@ -40,6 +40,7 @@ def split(
 ) -> list[ChunkDraft]:
     from llama_index.core import Document
     from llama_index.core.node_parser import SentenceSplitter
+    from llama_index.core.schema import TextNode
 
     splitter = SentenceSplitter(
         chunk_size=chunk_tokens,
@@ -55,7 +56,7 @@ def split(
         text = node.get_content()
         if not text.strip():
             continue
-        start = node.start_char_idx
+        start = node.start_char_idx if isinstance(node, TextNode) else None
         if start is None or parsed.text[start : start + len(text)] != text:
             # The splitter could not place the chunk; find it ourselves after the last one.
             found = parsed.text.find(text, cursor)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,11 +71,8 @@ def kind_for(filename: str, head: bytes) -> str:
         raise UnsupportedType(f"'{filename}' is named .pdf but is not a PDF file.")
     if kind == "docx" and not is_zip:
         raise UnsupportedType(f"'{filename}' is named .docx but is not a Word document.")
-    if kind in ("html", "markdown", "text"):
-        if is_pdf or is_zip or b"\x00" in head[:4096]:
-            raise UnsupportedType(
-                f"'{filename}' is named {ext} but holds binary data, not text."
-            )
+    if kind in ("html", "markdown", "text") and (is_pdf or is_zip or b"\x00" in head[:4096]):
+        raise UnsupportedType(f"'{filename}' is named {ext} but holds binary data, not text.")
     return kind
 
 
@@ -89,11 +88,13 @@ def parse_bytes(filename: str, data: bytes) -> tuple[str, ParsedText]:
     return kind, parsed
 
 
-def _with_temp_file(suffix: str, data: bytes) -> tempfile._TemporaryFileWrapper[bytes]:
-    tmp = tempfile.NamedTemporaryFile(suffix=suffix)
-    tmp.write(data)
-    tmp.flush()
-    return tmp
+@contextmanager
+def _with_temp_file(suffix: str, data: bytes) -> Iterator[Path]:
+    """LlamaIndex readers take a path; the upload lives in memory until it is accepted."""
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        yield Path(tmp.name)
 
 
 def _parse_pdf(filename: str, data: bytes) -> ParsedText:
@@ -103,7 +104,8 @@ def _parse_pdf(filename: str, data: bytes) -> ParsedText:
 
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
-        encrypted = reader.is_encrypted
+        # An owner password only restricts editing; the text opens with an empty password.
+        encrypted = reader.is_encrypted and reader.decrypt("") == pypdf.PasswordType.NOT_DECRYPTED
     except Exception as exc:
         raise UnreadableDocument(
             f"'{filename}' could not be read as a PDF ({type(exc).__name__}). "
@@ -117,7 +119,7 @@ def _parse_pdf(filename: str, data: bytes) -> ParsedText:
         try:
             # LlamaIndex's PDFReader retries on failure; call the undecorated function once.
             load_once = PDFReader.load_data.retry_with(stop=stop_after_attempt(1), reraise=True)
-            pages = load_once(PDFReader(), Path(tmp.name))
+            pages = load_once(PDFReader(), tmp)
         except Exception as exc:
             raise UnreadableDocument(
                 f"'{filename}' could not be read as a PDF ({type(exc).__name__}). "
@@ -147,7 +149,7 @@ def _parse_docx(filename: str, data: bytes) -> ParsedText:
         ) from exc
     with _with_temp_file(".docx", data) as tmp:
         try:
-            docs = DocxReader().load_data(Path(tmp.name))
+            docs = DocxReader().load_data(tmp)
         except Exception as exc:
             raise UnreadableDocument(
                 f"'{filename}' could not be read as a Word document ({type(exc).__name__})."
@@ -176,10 +178,8 @@ def _parse_html(filename: str, data: bytes) -> ParsedText:
         tag.decompose()
     if soup.body is None:
         return ParsedText(soup.get_text("\n").strip())
-    with tempfile.NamedTemporaryFile("w", suffix=".html", encoding="utf-8") as tmp:
-        tmp.write(str(soup))
-        tmp.flush()
-        docs = HTMLTagReader(tag="body").load_data(Path(tmp.name))
+    with _with_temp_file(".html", str(soup).encode("utf-8")) as tmp:
+        docs = HTMLTagReader(tag="body").load_data(tmp)
     return ParsedText("\n\n".join(d.text for d in docs).strip())
 
 
@@ -187,10 +187,8 @@ def _parse_plain(filename: str, data: bytes) -> ParsedText:
     from llama_index.readers.file import FlatReader
 
     text = _decode(filename, data)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as tmp:
-        tmp.write(text)
-        tmp.flush()
-        docs = FlatReader().load_data(Path(tmp.name))
+    with _with_temp_file(".txt", text.encode("utf-8")) as tmp:
+        docs = FlatReader().load_data(tmp)
     return ParsedText("".join(d.text for d in docs))
 
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -41,10 +42,10 @@ Progress = Callable[[str, int, int], None]
 """Called as (job_id, chunks_indexed, chunks_total) while a job runs."""
 
 
-class SparseEncoder:
+class SparseEncoder(Protocol):
     """What ingestion needs from the BM25 encoder (see app/index/sparse.py)."""
 
-    def document(self, text: str) -> SparseVector: ...  # pragma: no cover
+    def document(self, text: str) -> SparseVector: ...
 
 
 @dataclass
@@ -77,7 +78,12 @@ class Ingestor:
         return [self._accept(tenant, collection, *item) for item in checked]
 
     def _accept(
-        self, tenant: str, collection: str, filename: str, data: bytes, kind: str,
+        self,
+        tenant: str,
+        collection: str,
+        filename: str,
+        data: bytes,
+        kind: str,
         parsed: ParsedText,
     ) -> UploadedFile:
         digest = hashlib.sha256(data).hexdigest()
@@ -95,14 +101,24 @@ class Ingestor:
                 ).one()
                 if latest.sha256 == digest and latest.status != JobStatus.failed:
                     return UploadedFile(
-                        filename=filename, document_id=doc.id, job_id=latest.id,
-                        version=latest.version, duplicate=True,
+                        filename=filename,
+                        document_id=doc.id,
+                        job_id=latest.id,
+                        version=latest.version,
+                        duplicate=True,
                     )
             else:
                 doc = Document(
-                    id=str(uuid.uuid4()), tenant=tenant, collection=collection,
-                    filename=filename, title=_title(filename), content_type=CONTENT_TYPES[kind],
-                    size_bytes=len(data), sha256=digest, live_version=0, latest_version=0,
+                    id=str(uuid.uuid4()),
+                    tenant=tenant,
+                    collection=collection,
+                    filename=filename,
+                    title=_title(filename),
+                    content_type=CONTENT_TYPES[kind],
+                    size_bytes=len(data),
+                    sha256=digest,
+                    live_version=0,
+                    latest_version=0,
                     chunk_count=0,
                 )
                 s.add(doc)
@@ -110,11 +126,19 @@ class Ingestor:
             stored = self._store_file(doc.id, version, filename, data)
             try:
                 job = Job(
-                    id=str(uuid.uuid4()), tenant=tenant, document_id=doc.id, version=version,
-                    status=JobStatus.received, filename=filename,
-                    content_type=CONTENT_TYPES[kind], size_bytes=len(data), sha256=digest,
+                    id=str(uuid.uuid4()),
+                    tenant=tenant,
+                    document_id=doc.id,
+                    version=version,
+                    status=JobStatus.received,
+                    filename=filename,
+                    content_type=CONTENT_TYPES[kind],
+                    size_bytes=len(data),
+                    sha256=digest,
                     storage_path=str(stored.relative_to(self.settings.files_dir)),
-                    chunks_total=0, chunks_indexed=0, attempts=0,
+                    chunks_total=0,
+                    chunks_indexed=0,
+                    attempts=0,
                 )
                 doc.latest_version = version
                 s.add(job)
@@ -125,7 +149,10 @@ class Ingestor:
         self._parsed[job.id] = parsed
         crashpoint("after_receive")
         return UploadedFile(
-            filename=filename, document_id=doc.id, job_id=job.id, version=version,
+            filename=filename,
+            document_id=doc.id,
+            job_id=job.id,
+            version=version,
             duplicate=False,
         )
 
@@ -146,9 +173,7 @@ class Ingestor:
     def pending_jobs(self) -> list[str]:
         with self.db.session() as s:
             return list(
-                s.scalars(
-                    select(Job.id).where(Job.status.in_(PENDING)).order_by(Job.created_at)
-                )
+                s.scalars(select(Job.id).where(Job.status.in_(PENDING)).order_by(Job.created_at))
             )
 
     def run_pending(self, progress: Progress | None = None) -> int:
@@ -245,13 +270,17 @@ class Ingestor:
                     .order_by(Chunk.n)
                 )
             )
-            previous = list(
-                s.scalars(
-                    select(Chunk).where(
-                        Chunk.document_id == doc.id, Chunk.version == doc.live_version
+            previous = (
+                list(
+                    s.scalars(
+                        select(Chunk).where(
+                            Chunk.document_id == doc.id, Chunk.version == doc.live_version
+                        )
                     )
                 )
-            ) if doc.live_version else []
+                if doc.live_version
+                else []
+            )
             tenant, collection, title = job.tenant, doc.collection, doc.title
             document_id, version = doc.id, job.version
         total = len(chunks)
@@ -259,7 +288,8 @@ class Ingestor:
         # Points of this version already indexed by an earlier, interrupted run.
         expected = {c.id: c.content_hash for c in chunks}
         present = {
-            p.id for p in self.index.retrieve(list(expected))
+            p.id
+            for p in self.index.retrieve(list(expected))
             if p.payload.get("content_hash") == expected.get(p.id)
         }
         todo = [c for c in chunks if c.id not in present]
@@ -285,9 +315,16 @@ class Ingestor:
                     dense=fresh[c.id] if c.id in fresh else reusable[c.content_hash],
                     sparse=self.sparse.document(c.text),
                     payload={
-                        "tenant": tenant, "collection": collection, "document_id": document_id,
-                        "version": version, "n": c.n, "page": c.page, "start": c.start,
-                        "end": c.end, "text": c.text, "title": title,
+                        "tenant": tenant,
+                        "collection": collection,
+                        "document_id": document_id,
+                        "version": version,
+                        "n": c.n,
+                        "page": c.page,
+                        "start": c.start,
+                        "end": c.end,
+                        "text": c.text,
+                        "title": title,
                         "content_hash": c.content_hash,
                     },
                 )
@@ -336,21 +373,36 @@ class Ingestor:
             job.status = JobStatus.indexed
             job.error = None
 
-    def _drop_other_versions(self, tenant: str, document_id: str, live: int) -> None:
-        self.index.delete(scope(tenant, document_id=document_id, exclude_version=live))
+    def _drop_other_versions(
+        self, tenant: str, document_id: str, live: int, keep: set[int] | None = None
+    ) -> None:
+        """Remove every version but the live one, ``keep`` and newer pending uploads from the
+        index and SQL."""
+        keep = (keep or set()) | {live}
+        with self.db.session() as s:
+            keep |= set(
+                s.scalars(
+                    select(Job.version).where(
+                        Job.document_id == document_id, Job.status.in_(PENDING)
+                    )
+                )
+            )
+            old_jobs = list(
+                s.scalars(
+                    select(Job).where(Job.document_id == document_id, Job.version.not_in(keep))
+                )
+            )
+        for old in old_jobs:
+            self.index.delete(scope(tenant, document_id=document_id, version=old.version))
         with self.db.session() as s:
             s.execute(
-                delete(Chunk).where(Chunk.document_id == document_id, Chunk.version != live)
+                delete(Chunk).where(Chunk.document_id == document_id, Chunk.version.not_in(keep))
             )
-            old_jobs = s.scalars(
-                select(Job).where(
-                    Job.document_id == document_id,
-                    Job.version < live,
-                )
-            ).all()
             for old in old_jobs:
                 (self.settings.files_dir / old.storage_path).unlink(missing_ok=True)
-                old.text = None
+                job = s.get(Job, old.id)
+                if job is not None:
+                    job.text = None
 
     def _fail(self, job_id: str, reason: str) -> None:
         with self.db.session() as s:
@@ -377,41 +429,41 @@ class Ingestor:
         shutil.rmtree(self.settings.files_dir / document_id, ignore_errors=True)
 
     def reconcile(self) -> dict[str, int]:
-        """After a crash: drop points of versions that are neither live nor pending, and
-        re-index live versions whose points are missing. Returns what it fixed."""
+        """After a crash: drop points, chunk rows and files of versions that are neither live
+        nor pending, and re-index live versions whose points are missing."""
         fixed = {"dropped_versions": 0, "repaired_documents": 0}
         with self.db.session() as s:
             docs = s.execute(
                 select(Document.id, Document.tenant, Document.live_version, Document.chunk_count)
             ).all()
-            pending = {
+            versions: dict[str, dict[int, str]] = {}
+            for row in s.execute(select(Job.document_id, Job.version, Job.status)):
+                versions.setdefault(row.document_id, {})[row.version] = row.status
+            chunk_versions = {
                 (row.document_id, row.version)
-                for row in s.execute(
-                    select(Job.document_id, Job.version).where(Job.status.in_(PENDING))
-                )
+                for row in s.execute(select(Chunk.document_id, Chunk.version).distinct())
             }
         for doc_id, tenant, live, chunk_count in docs:
-            keep = {live} | {v for d, v in pending if d == doc_id}
-            stale = self.index.count(scope(tenant, document_id=doc_id)) - sum(
-                self.index.count(scope(tenant, document_id=doc_id, version=v)) for v in keep
-            )
-            if stale > 0:
-                self._drop_versions_except(tenant, doc_id, keep)
-                fixed["dropped_versions"] += 1
+            known = versions.get(doc_id, {})
+            keep = {live} | {v for v, status in known.items() if status in PENDING}
+            stale = [
+                v
+                for v in known
+                if v not in keep
+                and (
+                    (doc_id, v) in chunk_versions
+                    or self.index.count(scope(tenant, document_id=doc_id, version=v)) > 0
+                )
+            ]
+            if stale and live:
+                self._drop_other_versions(tenant, doc_id, live, keep)
+                fixed["dropped_versions"] += len(stale)
             if live and self.index.count(scope(tenant, document_id=doc_id, version=live)) != (
                 chunk_count
             ):
                 self._repair_live(tenant, doc_id, live)
                 fixed["repaired_documents"] += 1
         return fixed
-
-    def _drop_versions_except(self, tenant: str, document_id: str, keep: set[int]) -> None:
-        versions = {
-            int(p.payload["version"])
-            for p in self.index.retrieve(list(self.index.ids(scope(tenant, document_id=document_id))))
-        }
-        for v in versions - keep:
-            self.index.delete(scope(tenant, document_id=document_id, version=v))
 
     def _repair_live(self, tenant: str, document_id: str, live: int) -> None:
         with self.db.session() as s:
@@ -432,9 +484,16 @@ def _get(s: Session, job_id: str) -> Job:
 
 def _chunk_row(tenant: str, document_id: str, version: int, d: ChunkDraft) -> Chunk:
     return Chunk(
-        id=chunk_id(tenant, document_id, version, d.n), tenant=tenant, document_id=document_id,
-        version=version, n=d.n, start=d.start, end=d.end, page=d.page,
-        content_hash=d.content_hash, text=d.text,
+        id=chunk_id(tenant, document_id, version, d.n),
+        tenant=tenant,
+        document_id=document_id,
+        version=version,
+        n=d.n,
+        start=d.start,
+        end=d.end,
+        page=d.page,
+        content_hash=d.content_hash,
+        text=d.text,
     )
 
 
@@ -450,5 +509,3 @@ def _clean_filename(name: str) -> str:
 def _title(filename: str) -> str:
     stem = Path(filename).stem.replace("_", " ").replace("-", " ").strip()
     return stem or filename
-
-

@@ -127,8 +127,12 @@ async def answer(deps: AnswerDeps, tenant: str, request: ChatRequest) -> AsyncIt
     except DocentError as exc:
         yield AnswerEvent(
             event="error",
-            data={"code": exc.code, "message": exc.message, "retryable": exc.status >= 500,
-                  "request_id": answer_id},
+            data={
+                "code": exc.code,
+                "message": exc.message,
+                "retryable": exc.status >= 500,
+                "request_id": answer_id,
+            },
         )
     except Exception:
         log.exception("answer %s failed", answer_id)

@@ -80,9 +80,7 @@ class EdgeIndex:
             raise
         if created:
             shard.update(
-                UpdateOperation.create_field_index(
-                    "tenant", KeywordIndexParams(is_tenant=True)
-                )
+                UpdateOperation.create_field_index("tenant", KeywordIndexParams(is_tenant=True))
             )
             for key in ("collection", "document_id"):
                 shard.update(UpdateOperation.create_field_index(key, PayloadSchemaType.Keyword))
@@ -138,7 +136,7 @@ class EdgeIndex:
                     Prefetch(limit=fetch, query=dense_q, filter=flt),
                     Prefetch(limit=fetch, query=sparse_q, filter=flt),
                 ],
-                query=Fusion.Rrf(k=self._rrf_k),
+                query=Fusion.Rrf(k=self._rrf_k),  # type: ignore[arg-type]  # stub omits Rrf
                 filter=flt,
                 with_payload=True,
             )
@@ -151,14 +149,16 @@ class EdgeIndex:
         if not ids:
             return []
         records = self._shard.retrieve(
-            [uuid.UUID(i) for i in ids], with_payload=True, with_vector=[DENSE] if with_dense else False
+            [uuid.UUID(i) for i in ids],
+            with_payload=True,
+            with_vector=[DENSE] if with_dense else False,
         )
         out = []
         for r in records:
             dense = None
             if with_dense and isinstance(r.vector, dict):
                 value = r.vector.get(DENSE)
-                dense = list(value) if isinstance(value, list) else None
+                dense = [float(x) for x in value] if isinstance(value, list) else None  # type: ignore[arg-type]
             out.append(Stored(id=str(r.id), payload=dict(r.payload or {}), dense=dense))
         return out
 

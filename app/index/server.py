@@ -100,7 +100,9 @@ class QdrantServerIndex:
 
     def delete(self, where: Scope) -> None:
         self._client.delete(
-            self._collection, points_selector=models.FilterSelector(filter=_filter(where)), wait=True
+            self._collection,
+            points_selector=models.FilterSelector(filter=_filter(where)),
+            wait=True,
         )
 
     def search(
@@ -121,14 +123,22 @@ class QdrantServerIndex:
             if dense is None:
                 return []
             result = self._client.query_points(
-                self._collection, query=dense, using=DENSE, query_filter=flt, limit=limit,
+                self._collection,
+                query=dense,
+                using=DENSE,
+                query_filter=flt,
+                limit=limit,
                 with_payload=True,
             )
         elif mode == "sparse" or dense is None:
             if sparse_q is None:
                 return []
             result = self._client.query_points(
-                self._collection, query=sparse_q, using=SPARSE, query_filter=flt, limit=limit,
+                self._collection,
+                query=sparse_q,
+                using=SPARSE,
+                query_filter=flt,
+                limit=limit,
                 with_payload=True,
             )
         else:
@@ -163,7 +173,11 @@ class QdrantServerIndex:
             dense = None
             if with_dense and isinstance(r.vector, dict):
                 value = r.vector.get(DENSE)
-                dense = [float(x) for x in value] if isinstance(value, list) else None
+                dense = (
+                    [float(x) for x in value if isinstance(x, (int, float))]
+                    if isinstance(value, list)
+                    else None
+                )
             out.append(Stored(id=str(r.id), payload=dict(r.payload or {}), dense=dense))
         return out
 
@@ -172,8 +186,12 @@ class QdrantServerIndex:
         offset: Any = None
         while True:
             records, offset = self._client.scroll(
-                self._collection, scroll_filter=_filter(where), limit=1000, offset=offset,
-                with_payload=False, with_vectors=False,
+                self._collection,
+                scroll_filter=_filter(where),
+                limit=1000,
+                offset=offset,
+                with_payload=False,
+                with_vectors=False,
             )
             found.update(str(r.id) for r in records)
             if offset is None:

@@ -42,26 +42,41 @@ def _tenant(state: State) -> str:
 
 def _document_info(doc: Document, job: Job | None) -> DocumentInfo:
     return DocumentInfo(
-        id=doc.id, tenant=doc.tenant, collection=doc.collection, title=doc.title,
-        filename=doc.filename, content_type=doc.content_type, size_bytes=doc.size_bytes,
-        sha256=doc.sha256, version=doc.live_version,
+        id=doc.id,
+        tenant=doc.tenant,
+        collection=doc.collection,
+        title=doc.title,
+        filename=doc.filename,
+        content_type=doc.content_type,
+        size_bytes=doc.size_bytes,
+        sha256=doc.sha256,
+        version=doc.live_version,
         status=JobStatus(job.status) if job else JobStatus.received,
-        error=job.error if job else None, chunk_count=doc.chunk_count, pages=doc.pages,
-        created_at=doc.created_at, updated_at=doc.updated_at,
+        error=job.error if job else None,
+        chunk_count=doc.chunk_count,
+        pages=doc.pages,
+        created_at=doc.created_at,
+        updated_at=doc.updated_at,
     )
 
 
 def _job_info(job: Job) -> JobInfo:
     return JobInfo(
-        id=job.id, document_id=job.document_id, version=job.version,
-        status=JobStatus(job.status), error=job.error, chunks_total=job.chunks_total,
-        chunks_indexed=job.chunks_indexed, created_at=job.created_at, updated_at=job.updated_at,
+        id=job.id,
+        document_id=job.document_id,
+        version=job.version,
+        status=JobStatus(job.status),
+        error=job.error,
+        chunks_total=job.chunks_total,
+        chunks_indexed=job.chunks_indexed,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
     )
 
 
 class DocumentController(Controller):
     path = "/api"
-    tags = ["documents"]
+    tags = ["documents"]  # noqa: RUF012 (Litestar reads a list)
 
     @post("/documents", status_code=202, summary="Upload one or many documents")
     async def upload(self, request: Request[Any, Any, Any], state: State) -> UploadResult:
@@ -97,9 +112,7 @@ class DocumentController(Controller):
             docs = list(s.scalars(query.order_by(Document.created_at.desc())))
             jobs = {
                 (j.document_id, j.version): j
-                for j in s.scalars(
-                    select(Job).where(Job.document_id.in_([d.id for d in docs]))
-                )
+                for j in s.scalars(select(Job).where(Job.document_id.in_([d.id for d in docs])))
             }
             return [_document_info(d, jobs.get((d.id, d.latest_version))) for d in docs]
 
@@ -129,7 +142,7 @@ class DocumentController(Controller):
 
 class SearchController(Controller):
     path = "/api"
-    tags = ["search and chat"]
+    tags = ["search and chat"]  # noqa: RUF012
 
     @post("/search", status_code=200, sync_to_thread=True, summary="Hybrid search")
     def search(self, state: State, data: SearchRequest) -> SearchResponse:
@@ -137,7 +150,11 @@ class SearchController(Controller):
 
         services = _services(state)
         hits, took = timed_search(
-            services.retriever, _tenant(state), data.query, data.top_k, data.collection,
+            services.retriever,
+            _tenant(state),
+            data.query,
+            data.top_k,
+            data.collection,
             data.mode,
         )
         return SearchResponse(query=data.query, hits=hits, took_ms=round(took, 2))
@@ -163,11 +180,16 @@ def health(state: State) -> Response[dict[str, Any]]:
         with services.db.session() as s:
             documents = s.scalar(select(func.count()).select_from(Document)) or 0
             chunks = s.scalar(select(func.count()).select_from(Chunk)) or 0
-            pending = s.scalar(
-                select(func.count()).select_from(Job).where(
-                    Job.status.in_([JobStatus.received, JobStatus.parsed, JobStatus.chunked])
+            pending = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(
+                        Job.status.in_([JobStatus.received, JobStatus.parsed, JobStatus.chunked])
+                    )
                 )
-            ) or 0
+                or 0
+            )
     except Exception:
         return Response({"status": "degraded", "database": "unavailable"}, status_code=503)
     return Response(

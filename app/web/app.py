@@ -56,7 +56,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owned = services is None
-        built = services or await asyncio.to_thread(Services.build, settings)
+        built = (
+            services if services is not None else await asyncio.to_thread(Services.build, settings)
+        )
         worker = BackgroundWorker(built.ingestor)
         app.state.services = built
         app.state.worker = worker

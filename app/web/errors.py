@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -27,15 +28,16 @@ _HTTP_CODES = {
 
 
 def _body(code: str, message: str, status: int) -> Response[dict[str, str]]:
-    return Response({"code": code, "message": message}, status_code=status,
-                    media_type=MediaType.JSON)
+    return Response(
+        {"code": code, "message": message}, status_code=status, media_type=MediaType.JSON
+    )
 
 
-def docent_error(_: Request[object, object, object], exc: DocentError) -> Response[dict[str, str]]:
+def docent_error(_: Request[Any, Any, Any], exc: DocentError) -> Response[dict[str, str]]:
     return _body(exc.code, exc.message, exc.status)
 
 
-def http_error(_: Request[object, object, object], exc: HTTPException) -> Response[dict[str, str]]:
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, str]]:
     status = exc.status_code
     if isinstance(exc, ValidationException):
         details = "; ".join(
@@ -50,7 +52,7 @@ def http_error(_: Request[object, object, object], exc: HTTPException) -> Respon
     return _body(code, message, status)
 
 
-def unexpected_error(_: Request[object, object, object], exc: Exception) -> Response[dict[str, str]]:
+def unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
     log.exception("unhandled error", exc_info=exc)
     return _body(
         "internal",
