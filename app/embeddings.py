@@ -153,8 +153,9 @@ class MiniLMEmbedder:
         self._torch = torch
         # torch modules are not safe to call from several threads at once.
         self._lock = threading.Lock()
-        hf_tokenizer = self._model.tokenizer
-        self._count = lambda text: hf_tokenizer.tokenize(text)
+        # The Rust tokenizer directly: counts long texts without the length warning.
+        backend = self._model.tokenizer.backend_tokenizer
+        self._count = lambda text: backend.encode(text, add_special_tokens=False).ids
         log.info("loaded %s (%s) in %.1fs", self.name, precision, time.perf_counter() - started)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:

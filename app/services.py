@@ -59,7 +59,10 @@ class Services:
         ingestor = Ingestor(settings, db, index, embedder, sparse)
         retriever = Retriever(db, index, embedder, sparse)
         provider = OfflineProvider(
-            embedder, settings.answer_min_similarity, settings.answer_max_sentences
+            embedder,
+            settings.answer_min_similarity,
+            settings.answer_max_sentences,
+            pace_ms=settings.offline_pace_ms,
         )
         answers = AnswerDeps(retriever, provider, settings.answer_sources)
         return cls(settings, db, index, embedder, ingestor, retriever, answers)

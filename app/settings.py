@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         description="Least relevance (0-1) a source sentence must reach for the offline "
         "generator to use it; below it, Docent says the documents do not answer.",
     )
+    offline_pace_ms: int = Field(
+        default=15,
+        description="Pause between the pieces the offline generator streams, so its answer "
+        "appears progressively like a model's; 0 sends the whole answer at once.",
+    )
     answer_max_sentences: int = Field(
         default=4, description="Sentences the offline generator quotes at most."
     )

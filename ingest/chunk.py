@@ -38,9 +38,8 @@ def split(
     overlap_tokens: int,
     tokenizer: Callable[[str], list[Any]],
 ) -> list[ChunkDraft]:
-    from llama_index.core import Document
-    from llama_index.core.node_parser import SentenceSplitter
-    from llama_index.core.schema import TextNode
+    from llama_index.core.node_parser.text.sentence import SentenceSplitter
+    from llama_index.core.schema import Document
 
     splitter = SentenceSplitter(
         chunk_size=chunk_tokens,
@@ -49,30 +48,50 @@ def split(
         include_metadata=False,
         include_prev_next_rel=False,
     )
-    nodes = splitter.get_nodes_from_documents([Document(text=parsed.text)])
     drafts: list[ChunkDraft] = []
-    cursor = 0
-    for node in nodes:
-        text = node.get_content()
-        if not text.strip():
+    # A PDF is split page by page, so every chunk (and so every citation) has one page.
+    for seg_start, seg_end, page in parsed.segments():
+        segment = parsed.text[seg_start:seg_end]
+        if not segment.strip():
             continue
-        start = node.start_char_idx if isinstance(node, TextNode) else None
-        if start is None or parsed.text[start : start + len(text)] != text:
-            # The splitter could not place the chunk; find it ourselves after the last one.
-            found = parsed.text.find(text, cursor)
-            start = found if found >= 0 else parsed.text.find(text)
-        if start is None or start < 0:
-            raise ValueError("a chunk could not be located in its source text")
-        end = start + len(text)
-        cursor = start + 1
-        drafts.append(
-            ChunkDraft(
-                n=len(drafts),
-                start=start,
-                end=end,
-                page=parsed.page_at(start),
-                text=text,
-                content_hash=content_hash(text),
+        previous = ""
+        previous_end = 0
+        for node in splitter.get_nodes_from_documents([Document(text=segment)]):
+            text = node.get_content()
+            if not text.strip():
+                continue
+            # Place the chunk ourselves: the splitter's own search can land on an earlier copy
+            # of repeated text. A chunk starts where the previous one ends, less the overlap
+            # the splitter carried over (at most ``overlap_tokens`` tokens).
+            carried = _carried_overlap(previous, text, overlap_tokens, tokenizer)
+            start = segment.find(text, previous_end - carried)
+            if start < 0:
+                raise ValueError("a chunk could not be located in its source text")
+            previous, previous_end = text, start + len(text)
+            drafts.append(
+                ChunkDraft(
+                    n=len(drafts),
+                    start=seg_start + start,
+                    end=seg_start + start + len(text),
+                    page=page,
+                    text=text,
+                    content_hash=content_hash(text),
+                )
             )
-        )
     return drafts
+
+
+def _carried_overlap(
+    previous: str, text: str, overlap_tokens: int, tokenizer: Callable[[str], list[Any]]
+) -> int:
+    """Length of the longest end of ``previous`` that begins ``text`` and fits the overlap."""
+    if not previous:
+        return 0
+    last = previous[-1]
+    for length in range(min(len(previous) - 1, len(text)), 0, -1):
+        if text[length - 1] != last:
+            continue  # cheap test first: the overlap must end with previous's last character
+        head = text[:length]
+        if previous.endswith(head) and len(tokenizer(head)) <= overlap_tokens:
+            return length
+    return 0

@@ -6,6 +6,7 @@ offsets point into exactly the text that was stored.
 
 from __future__ import annotations
 
+import codecs
 import io
 import tempfile
 import zipfile
@@ -45,6 +46,16 @@ class ParsedText:
     page_starts: list[int] = field(default_factory=list)
     """Offset where each PDF page begins in ``text``; empty for unpaged formats."""
 
+    def segments(self) -> list[tuple[int, int, int | None]]:
+        """(start, end, page) spans to chunk separately: each page, or the whole text."""
+        if not self.page_starts:
+            return [(0, len(self.text), None)]
+        ends = [s - len(PAGE_SEPARATOR) for s in self.page_starts[1:]] + [len(self.text)]
+        return [
+            (start, end, i + 1)
+            for i, (start, end) in enumerate(zip(self.page_starts, ends, strict=True))
+        ]
+
     def page_at(self, offset: int) -> int | None:
         if not self.page_starts:
             return None
@@ -71,7 +82,9 @@ def kind_for(filename: str, head: bytes) -> str:
         raise UnsupportedType(f"'{filename}' is named .pdf but is not a PDF file.")
     if kind == "docx" and not is_zip:
         raise UnsupportedType(f"'{filename}' is named .docx but is not a Word document.")
-    if kind in ("html", "markdown", "text") and (is_pdf or is_zip or b"\x00" in head[:4096]):
+    utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    binary = is_pdf or is_zip or (b"\x00" in head[:4096] and not utf16)
+    if kind in ("html", "markdown", "text") and binary:
         raise UnsupportedType(f"'{filename}' is named {ext} but holds binary data, not text.")
     return kind
 
@@ -158,11 +171,14 @@ def _parse_docx(filename: str, data: bytes) -> ParsedText:
 
 
 def _decode(filename: str, data: bytes) -> str:
-    for encoding in ("utf-8-sig", "utf-16"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
+    # UTF-16 only with its byte-order mark: without one, other 8-bit text would "decode".
+    encoding = (
+        "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    )
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        pass
     raise UnreadableDocument(
         f"'{filename}' is not valid UTF-8 text. Save it as UTF-8 and upload it again."
     )

@@ -58,3 +58,75 @@ def minilm() -> object:
     from app.embeddings import MiniLMEmbedder
 
     return MiniLMEmbedder()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    def __init__(self, url: str, data_dir: Path, env: dict[str, str]) -> None:
+        self.url = url
+        self.data_dir = data_dir
+        self.env = env
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`docent serve` in a subprocess on 127.0.0.1 with the real embedding model, on a fresh
+    data directory, so first-run ingestion of Docent's own docs happens too."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    data_dir = tmp_path_factory.mktemp("live") / "data"
+    port = free_port()
+    env = {
+        **os.environ,
+        "DOCENT_DATA_DIR": str(data_dir),
+        "DOCENT_PORT": str(port),
+        "DOCENT_EMBEDDER": "minilm",
+        "DOCENT_INGEST_OWN_DOCS": "true",
+    }
+    log_path = data_dir.parent / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"], env=env, stdout=log, stderr=log
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        try:
+            yield LiveServer(url, data_dir, env)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_until_idle(url: str, timeout: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/health", timeout=5).json()["pending_jobs"] > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("ingestion did not finish")
+        time.sleep(0.3)

@@ -118,20 +118,35 @@ class Candidate:
 
 
 def candidate_sentences(text: str) -> list[str]:
-    """Sentences and list items of a chunk, without markdown markers or code fences."""
-    out: list[str] = []
+    """Sentences of a chunk: hard-wrapped lines joined into paragraphs, list items kept apart,
+    headings, tables and code left out."""
+    paragraphs: list[str] = []
+    current: list[str] = []
     in_code = False
+
+    def flush() -> None:
+        if current:
+            paragraphs.append(" ".join(current))
+            current.clear()
+
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("```"):
+            flush()
             in_code = not in_code
             continue
-        if not stripped or in_code or stripped.startswith("|"):
+        if in_code:
             continue
-        if re.match(r"^#{1,6}\s", stripped):
-            continue  # headings name a topic; they do not state anything
-        body = _MARKUP.sub("", stripped)
-        for sentence in _SENTENCE_END.split(body):
+        if not stripped or stripped.startswith("|") or re.match(r"^#{1,6}\s", stripped):
+            flush()  # headings name a topic; they do not state anything
+            continue
+        if _MARKUP.match(stripped):
+            flush()
+        current.append(_MARKUP.sub("", stripped))
+    flush()
+    out: list[str] = []
+    for paragraph in paragraphs:
+        for sentence in _SENTENCE_END.split(paragraph):
             sentence = sentence.strip()
             if len(sentence.split()) >= 4 and _is_prose(sentence):
                 out.append(sentence)
@@ -156,7 +171,9 @@ class OfflineProvider:
         min_similarity: float = 0.35,
         max_sentences: int = 4,
         max_candidates: int = 64,
+        pace_ms: int = 0,
     ) -> None:
+        self._pace_s = pace_ms / 1000
         self._embedder = embedder
         self._threshold = min_similarity
         self._max_sentences = max_sentences
@@ -186,7 +203,7 @@ class OfflineProvider:
         if best < self._threshold:
             return NO_ANSWER
         # Keep the best sentences that are close to the top one, without repeating a sentence.
-        floor = max(self._threshold, best * 0.8)
+        floor = max(self._threshold, best * 0.7)
         ranked = sorted(range(len(candidates)), key=lambda i: scores[i], reverse=True)
         chosen: list[int] = []
         seen: set[str] = set()
@@ -206,4 +223,4 @@ class OfflineProvider:
         for i in range(0, len(words), 3):
             piece = " ".join(words[i : i + 3])
             yield piece if i == 0 else " " + piece
-            await asyncio.sleep(0)
+            await asyncio.sleep(self._pace_s)

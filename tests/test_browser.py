@@ -1,0 +1,109 @@
+"""The chat and upload pages in a real browser: Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import LiveServer, wait_until_idle
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = os.environ.get("DOCENT_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+
+
+def _require_browser() -> None:
+    if shutil.which(CHROMIUM) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests, but {CHROMIUM} is missing")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
+    context = browser.new_context()
+    pg = context.new_page()
+    dialogs: list[str] = []
+    foreign: list[str] = []
+    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    pg.on("request", lambda r: None if r.url.startswith(live_server.url) else foreign.append(r.url))
+    pg.dialogs = dialogs
+    pg.foreign = foreign
+    yield pg
+    context.close()
+
+
+def test_chat_streams_answer_and_links_sources(page: Any, live_server: LiveServer) -> None:
+    wait_until_idle(live_server.url)
+    page.goto(live_server.url + "/")
+    # Count how often the answer changes while it streams.
+    page.evaluate(
+        """() => { window.__updates = 0;
+        new MutationObserver(() => window.__updates++).observe(
+            document.getElementById('answer'), {childList: true, characterData: true, subtree: true});
+        }"""
+    )
+    page.fill("#question", "How do I upload a document?")
+    page.press("#question", "Enter")
+    page.wait_for_selector("#answer a.cite", timeout=60_000)
+    assert page.evaluate("window.__updates") >= 3, "text should arrive in several steps"
+    assert "upload" in page.inner_text("#answer").lower()
+    sources = page.locator("#sources li")
+    assert sources.count() >= 1
+    first_cite = page.locator("#answer a.cite").first
+    target = first_cite.get_attribute("href")
+    first_cite.click()
+    assert page.url.endswith(target)
+    assert page.locator(target).is_visible()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+    assert page.dialogs == [] and page.foreign == []
+
+
+def test_upload_page_indexes_a_file_and_hostile_text_stays_inert(
+    page: Any, live_server: LiveServer, tmp_path: Path
+) -> None:
+    hostile = tmp_path / 'notes"><img src=x onerror=alert(1)>.md'
+    hostile.write_text(
+        "# Canteen\n\nThe canteen serves soup on Tuesdays. "
+        "<img src=x onerror=\"window.__pwned=1\"> <script>window.__pwned=1</script>\n"
+    )
+    page.goto(live_server.url + "/upload")
+    page.set_input_files("#files", str(hostile))
+    page.fill("#collection", "browser")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-status:has-text('queued')", timeout=30_000)
+    page.wait_for_selector("#documents td:has-text('indexed')", timeout=90_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
+
+    page.goto(live_server.url + "/")
+    page.fill("#question", "What does the canteen serve on Tuesdays?")
+    page.press("#question", "Enter")
+    page.wait_for_function("document.getElementById('sources').children.length > 0",
+                           timeout=60_000)
+    page.wait_for_selector("#send:not([disabled])", timeout=60_000)
+    assert page.evaluate("window.__pwned") is None
+    assert page.evaluate("document.querySelectorAll('#answer img, #sources img').length") == 0
+    assert page.dialogs == [] and page.foreign == []

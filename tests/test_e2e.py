@@ -1,0 +1,132 @@
+"""End to end against a real `docent serve` on 127.0.0.1 with the real embedding model."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer, wait_until_idle
+
+pytestmark = pytest.mark.slow
+
+
+def make_pdf() -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pages = [
+        "Warranty terms. Every Acme kettle carries a warranty of three years from the date of "
+        "purchase. Keep the receipt as proof of purchase.",
+        "Descaling. Descale the kettle every four weeks with a solution of citric acid. "
+        "Never use vinegar, because it damages the heating element.",
+    ]
+    for text in pages:
+        pdf.add_page()
+        pdf.set_font("helvetica", size=12)
+        pdf.multi_cell(0, 8, text)
+    return bytes(pdf.output())
+
+
+def make_docx() -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Onboarding guide", 1)
+    document.add_paragraph(
+        "New employees receive their laptop from the IT service desk on the first morning."
+    )
+    document.add_paragraph("The security training must be completed within the first week.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def ask(url: str, question: str) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream("POST", f"{url}/api/chat", json={"question": question}, timeout=60) as r:
+        assert r.status_code == 200
+        name = "message"
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line[5:].strip())))
+    return events
+
+
+def test_first_run_answers_about_docent_itself(live_server: LiveServer) -> None:
+    wait_until_idle(live_server.url)
+    events = ask(live_server.url, "How do I upload a document?")
+    names = [n for n, _ in events]
+    assert names[0] == "meta" and names[-1] == "done" and names.count("delta") >= 2
+    done = events[-1][1]
+    citations = dict(events)["citations"]["citations"]
+    assert citations, done["text"]
+    assert {c["title"] for c in citations} & {"uploading", "README"}
+    assert "upload" in done["text"].lower()
+
+
+def test_upload_pdf_and_docx_search_and_ask(live_server: LiveServer) -> None:
+    url = live_server.url
+    response = httpx.post(
+        f"{url}/api/documents",
+        files=[
+            ("files", ("kettle-manual.pdf", make_pdf(), "application/pdf")),
+            ("files", ("onboarding.docx", make_docx(), "application/octet-stream")),
+        ],
+        data={"collection": "e2e"},
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    for item in response.json()["files"]:
+        deadline = time.monotonic() + 120
+        while (job := httpx.get(f"{url}/api/jobs/{item['job_id']}").json())["status"] not in (
+            "indexed",
+            "failed",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert job["status"] == "indexed", job
+
+    hits = httpx.post(
+        f"{url}/api/search",
+        json={"query": "how often should I descale", "top_k": 3, "collection": "e2e"},
+    ).json()["hits"]
+    assert hits[0]["title"] == "kettle manual"
+    assert hits[0]["page"] == 2
+    assert "citric acid" in hits[0]["text"]
+
+    events = ask(url, "When do new employees get their laptop?")
+    done = events[-1][1]
+    assert events[-1][0] == "done"
+    assert "first morning" in done["text"]
+    titles = {c["title"] for c in dict(events)["citations"]["citations"]}
+    assert "onboarding" in titles
+
+    events = ask(url, "How long is the kettle warranty?")
+    assert "three years" in events[-1][1]["text"]
+    cited = dict(events)["citations"]["citations"]
+    assert any(c["title"] == "kettle manual" and c["page"] == 1 for c in cited)
+
+
+def test_cli_goes_through_the_running_server(live_server: LiveServer) -> None:
+    wait_until_idle(live_server.url)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "search", "security training deadline", "-k", "2"],
+        env=live_server.env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "onboarding" in result.stdout or "security" in result.stdout.lower()
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "ask", "How do I delete a document?"],
+        env=live_server.env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[1]" in result.stdout or "do not answer" in result.stdout
