@@ -61,11 +61,12 @@ def connect(settings: Settings) -> Docent:
 
 class LocalDocent:
     def __init__(self, settings: Settings, lock: DataDirLock) -> None:
-        from app.services import Services
+        from app.services import Services, ingest_own_docs_once
 
         self._lock = lock
         try:
             self.services = Services.build(settings)
+            ingest_own_docs_once(self.services)
             self.services.recover()
         except BaseException:
             lock.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -183,14 +184,20 @@ def ask(
 
 
 @documents_cli.command("list")
-def documents_list() -> None:
+def documents_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """List documents with their status."""
     with _docent() as client:
         docs = client.documents()
-    table = Table("id", "title", "collection", "status", "chunks", "version")
+    if as_json:
+        sys.stdout.write(json.dumps([d.model_dump(mode="json") for d in docs], indent=2) + "\n")
+        return
+    table = Table("title", "collection", "status", "chunks", "version")
+    table.add_column("id", no_wrap=True, min_width=36)
     for d in docs:
         status = d.status.value + (f" ({d.error})" if d.error else "")
-        table.add_row(d.id, d.title, d.collection, status, str(d.chunk_count), str(d.version))
+        table.add_row(d.title, d.collection, status, str(d.chunk_count), str(d.version), d.id)
     console.print(table)
 
 

@@ -33,8 +33,14 @@ def browser() -> Iterator[Any]:
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield b
         b.close()
@@ -61,7 +67,8 @@ def test_chat_streams_answer_and_links_sources(page: Any, live_server: LiveServe
     page.evaluate(
         """() => { window.__updates = 0;
         new MutationObserver(() => window.__updates++).observe(
-            document.getElementById('answer'), {childList: true, characterData: true, subtree: true});
+            document.getElementById('answer'),
+            {childList: true, characterData: true, subtree: true});
         }"""
     )
     page.fill("#question", "How do I upload a document?")
@@ -87,7 +94,7 @@ def test_upload_page_indexes_a_file_and_hostile_text_stays_inert(
     hostile = tmp_path / 'notes"><img src=x onerror=alert(1)>.md'
     hostile.write_text(
         "# Canteen\n\nThe canteen serves soup on Tuesdays. "
-        "<img src=x onerror=\"window.__pwned=1\"> <script>window.__pwned=1</script>\n"
+        '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=1</script>\n'
     )
     page.goto(live_server.url + "/upload")
     page.set_input_files("#files", str(hostile))
@@ -101,8 +108,7 @@ def test_upload_page_indexes_a_file_and_hostile_text_stays_inert(
     page.goto(live_server.url + "/")
     page.fill("#question", "What does the canteen serve on Tuesdays?")
     page.press("#question", "Enter")
-    page.wait_for_function("document.getElementById('sources').children.length > 0",
-                           timeout=60_000)
+    page.wait_for_function("document.getElementById('sources').children.length > 0", timeout=60_000)
     page.wait_for_selector("#send:not([disabled])", timeout=60_000)
     assert page.evaluate("window.__pwned") is None
     assert page.evaluate("document.querySelectorAll('#answer img, #sources img').length") == 0

@@ -120,13 +120,19 @@ def test_cli_goes_through_the_running_server(live_server: LiveServer) -> None:
     wait_until_idle(live_server.url)
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "search", "security training deadline", "-k", "2"],
-        env=live_server.env, capture_output=True, text=True, timeout=60,
+        env=live_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "onboarding" in result.stdout or "security" in result.stdout.lower()
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "ask", "How do I delete a document?"],
-        env=live_server.env, capture_output=True, text=True, timeout=60,
+        env=live_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "[1]" in result.stdout or "do not answer" in result.stdout

@@ -18,8 +18,18 @@ LAYERS = {
     "use cases": ["app/answer", "ingest"],
 }
 FORBIDDEN = {
-    "vocabulary": ("app.index", "app.db", "app.embeddings", "app.providers", "app.answer",
-                   "ingest", "app.web", "app.services", "app.cli", "app.backends"),
+    "vocabulary": (
+        "app.index",
+        "app.db",
+        "app.embeddings",
+        "app.providers",
+        "app.answer",
+        "ingest",
+        "app.web",
+        "app.services",
+        "app.cli",
+        "app.backends",
+    ),
     "adapters": ("app.answer", "ingest", "app.web", "app.services", "app.cli", "app.backends"),
     "use cases": ("app.web", "app.services", "app.cli", "app.backends"),
 }
@@ -74,7 +84,9 @@ def test_vendor_sdks_stay_in_their_adapters() -> None:
 def test_ruff() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "app", "ingest", "tests", "evals"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

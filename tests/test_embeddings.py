@@ -1,0 +1,115 @@
+"""Embedders: the shipped model's integrity check, the OpenAI-compatible adapter against a fake
+server on 127.0.0.1, and the hash embedder's determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from app.embeddings import HashEmbedder, OpenAIEmbedder, verify_model_files
+from app.errors import Unavailable
+
+
+class FakeEmbeddings(BaseHTTPRequestHandler):
+    status = 200
+    dims = 8
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeEmbeddings.seen.append(body)
+        if self.status != 200:
+            payload = json.dumps({"error": {"message": "boom", "type": "server_error"}}).encode()
+        else:
+            # Deliberately out of order: the adapter must sort by index.
+            data = [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": [float(len(text) + i)] + [1.0] * (self.dims - 1),
+                }
+                for i, text in enumerate(body["input"])
+            ][::-1]
+            payload = json.dumps(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body["model"],
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                }
+            ).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeEmbeddings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeEmbeddings.status, FakeEmbeddings.seen = 200, []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_openai_embedder_returns_normalised_vectors_in_order(fake_openai: str) -> None:
+    embedder = OpenAIEmbedder("text-embedding-3-small", 8, "key", fake_openai)
+    vectors = embedder.embed_documents(["a", "bbbb"])
+    assert FakeEmbeddings.seen[0]["input"] == ["a", "bbbb"]
+    assert [round(float(np.linalg.norm(v)), 5) for v in vectors] == [1.0, 1.0]
+    raw = np.array([[1.0] + [1.0] * 7, [5.0] + [1.0] * 7])
+    expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    assert np.allclose(vectors, expected, atol=1e-6)
+    assert len(embedder.embed_query("q")) == 8
+
+
+def test_openai_embedder_failures_say_what_to_do(fake_openai: str) -> None:
+    FakeEmbeddings.status = 500
+    with pytest.raises(Unavailable, match="DOCENT_OPENAI_BASE_URL"):
+        OpenAIEmbedder("m", 8, "key", fake_openai).embed_documents(["x"])
+    FakeEmbeddings.status = 200
+    with pytest.raises(Unavailable, match="dimensions"):
+        OpenAIEmbedder("m", 16, "key", fake_openai).embed_documents(["x"])
+    assert len(FakeEmbeddings.seen) == 2, "our code makes one attempt; the SDK must not retry"
+
+
+def test_model_file_check_detects_tampering(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    good = {"model.safetensors": hashlib.sha256(b"weights").hexdigest()}
+    verify_model_files(tmp_path, good)
+    (tmp_path / "model.safetensors").write_bytes(b"weights, altered")
+    with pytest.raises(Unavailable, match="does not match"):
+        verify_model_files(tmp_path, good)
+    with pytest.raises(Unavailable, match="missing"):
+        verify_model_files(tmp_path, {"vocab.txt": "0" * 64})
+
+
+def test_hash_embedder_is_deterministic_and_lexical() -> None:
+    e = HashEmbedder()
+    a, b, c = e.embed_documents(["refund policy", "refund policies", "zebra migration"])
+    assert a == e.embed_query("refund policy")
+    assert np.dot(a, b) > np.dot(a, c)
+
+
+@pytest.mark.slow
+def test_minilm_loads_verified_and_ranks_by_meaning(minilm: Any) -> None:
+    q = minilm.embed_query("How do I get my money back?")
+    docs = minilm.embed_documents(
+        ["Refunds are paid within 14 days of a return.", "The office opens at nine."]
+    )
+    assert len(q) == 384
+    assert np.dot(q, docs[0]) > np.dot(q, docs[1]) + 0.1
