@@ -153,9 +153,14 @@ class MiniLMEmbedder:
         self._torch = torch
         # torch modules are not safe to call from several threads at once.
         self._lock = threading.Lock()
-        # The Rust tokenizer directly: counts long texts without the length warning.
-        backend = self._model.tokenizer.backend_tokenizer
-        self._count = lambda text: backend.encode(text, add_special_tokens=False).ids
+        # A copy of the Rust tokenizer without padding or truncation, to count tokens of texts
+        # of any length (the model's own pads to 128 and truncates at 256).
+        from tokenizers import Tokenizer
+
+        counter = Tokenizer.from_str(self._model.tokenizer.backend_tokenizer.to_str())
+        counter.no_padding()
+        counter.no_truncation()
+        self._count = lambda text: counter.encode(text, add_special_tokens=False).ids
         log.info("loaded %s (%s) in %.1fs", self.name, precision, time.perf_counter() - started)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:

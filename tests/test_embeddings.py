@@ -113,3 +113,17 @@ def test_minilm_loads_verified_and_ranks_by_meaning(minilm: Any) -> None:
     )
     assert len(q) == 384
     assert np.dot(q, docs[0]) > np.dot(q, docs[1]) + 0.1
+
+
+@pytest.mark.slow
+def test_minilm_token_counter_sizes_chunks(minilm: Any) -> None:
+    from ingest.chunk import split
+    from ingest.parse import ParsedText
+
+    count = minilm.tokenizer()
+    assert count("") == [] and len(count("hello world")) == 2, "no padding, no special tokens"
+    assert len(count("word " * 1000)) == 1000, "no truncation"
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    chunks = split(ParsedText(text), 200, 30, count)
+    assert len(chunks) > 3
+    assert all(len(count(c.text)) <= 200 for c in chunks)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+CODE = ("app", "ingest", "tests", "evals")
 
 # Imports point down: web -> use cases -> adapters -> vocabulary.
 LAYERS = {
@@ -83,7 +84,7 @@ def test_vendor_sdks_stay_in_their_adapters() -> None:
 
 def test_ruff() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "app", "ingest", "tests", "evals"],
+        [sys.executable, "-m", "ruff", "check", *(d for d in CODE if (ROOT / d).is_dir())],
         cwd=ROOT,
         capture_output=True,
         text=True,
