@@ -431,8 +431,9 @@ class Ingestor:
     def reconcile(self) -> dict[str, int]:
         """After a crash: drop points, chunk rows and files of versions that are neither live
         nor pending, and re-index live versions whose points are missing."""
-        fixed = {"dropped_versions": 0, "repaired_documents": 0}
+        fixed = {"dropped_versions": 0, "repaired_documents": 0, "orphan_files": 0}
         with self.db.session() as s:
+            stored = set(s.scalars(select(Job.storage_path)))
             docs = s.execute(
                 select(Document.id, Document.tenant, Document.live_version, Document.chunk_count)
             ).all()
@@ -463,7 +464,23 @@ class Ingestor:
             ):
                 self._repair_live(tenant, doc_id, live)
                 fixed["repaired_documents"] += 1
+        fixed["orphan_files"] = self._remove_orphan_files(stored)
         return fixed
+
+    def _remove_orphan_files(self, stored: set[str]) -> int:
+        """Files a crash left between writing an upload and committing its job."""
+        removed = 0
+        root = self.settings.files_dir
+        if not root.is_dir():
+            return 0
+        for path in root.rglob("*"):
+            if path.is_file() and str(path.relative_to(root)) not in stored:
+                path.unlink(missing_ok=True)
+                removed += 1
+        for folder in root.iterdir():
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        return removed
 
     def _repair_live(self, tenant: str, document_id: str, live: int) -> None:
         with self.db.session() as s:

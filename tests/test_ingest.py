@@ -303,3 +303,15 @@ def test_random_kills_during_cli_ingest(tmp_path: Path) -> None:
     done = subprocess.run([*docent, "ingest", str(src)], env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert_consistent(data_dir)
+
+
+def test_reconcile_removes_files_no_job_refers_to(services: Services) -> None:
+    kept = services.ingestor.receive(TENANT, "default", "a.txt", b"Text that stays indexed here.")
+    services.ingestor.run_pending()
+    files = services.settings.files_dir
+    (files / "0d9e-orphan").mkdir()
+    (files / "0d9e-orphan" / "v1.pdf").write_bytes(b"%PDF-1.7 left by a crash")
+    (files / kept.document_id / "v2.txt.part").write_bytes(b"half written")
+    fixed = services.ingestor.reconcile()
+    assert fixed["orphan_files"] == 2
+    assert sorted(p.name for p in files.rglob("*")) == [kept.document_id, "v1.txt"]
