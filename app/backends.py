@@ -99,6 +99,8 @@ class LocalDocent:
             status = s.ingestor.run_job(job_id, on_progress)
             outcome[source] = status.value
             progress(Path(source).name, status.value, 1, 1)
+        if names:
+            s.index.optimize()
         return outcome
 
     def search(self, query: str, top_k: int, collection: str | None, mode: str) -> list[ChunkHit]:

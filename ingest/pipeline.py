@@ -181,6 +181,8 @@ class Ingestor:
         for job_id in self.pending_jobs():
             self.run_job(job_id, progress)
             done += 1
+        if done:
+            self.index.optimize()
         return done
 
     def run_job(self, job_id: str, progress: Progress | None = None) -> JobStatus:

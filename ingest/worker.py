@@ -32,8 +32,12 @@ class BackgroundWorker:
             await self._wake.wait()
             self._wake.clear()
             try:
-                for job_id in await asyncio.to_thread(self._ingestor.pending_jobs):
+                jobs = await asyncio.to_thread(self._ingestor.pending_jobs)
+                for job_id in jobs:
                     await asyncio.to_thread(self._ingestor.run_job, job_id)
+                if jobs and not self._wake.is_set():
+                    # The queue is drained: index what was added (searches go on meanwhile).
+                    await asyncio.to_thread(self._ingestor.index.optimize)
             except Exception:
                 log.exception("ingestion worker pass failed; it will retry on the next upload")
             if not self._wake.is_set():

@@ -604,3 +604,14 @@ def test_edge_open_after_other_process_released(tmp_path: Path) -> None:
     EdgeIndex.open(path, DIMS).close()
     again = EdgeIndex.open(path, DIMS)
     again.close()
+
+
+def test_optimize_keeps_results(t: Tenants, two_tenants: VectorIndex, embedder, bm25) -> None:
+    def top(query: str) -> str:
+        return search(two_tenants, embedder, bm25, query, scope(t.A), "hybrid")[0].id
+
+    before = {q: top(q) for q in QUERIES}
+    two_tenants.optimize()
+    two_tenants.optimize()  # a second call with nothing new to index is harmless
+    after = {q: top(q) for q in QUERIES}
+    assert after == before

@@ -111,4 +111,9 @@ class VectorIndex(Protocol):
 
     def count(self, where: Scope) -> int: ...
 
+    def optimize(self) -> None:
+        """Build search indexes (HNSW) for data added since the last call; cheap when
+        there is nothing to do. A Qdrant server does this by itself."""
+        ...
+
     def close(self) -> None: ...

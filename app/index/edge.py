@@ -176,6 +176,12 @@ class EdgeIndex:
     def count(self, where: Scope) -> int:
         return int(self._shard.count(CountRequest(exact=True, filter=_filter(where))))
 
+    def optimize(self) -> None:
+        # Edge has no background optimizer: without this, new points stay in plain segments
+        # searched by full scan (measured at 100k points: ~24 ms a query, ~4.5 ms after).
+        with self._write_lock:
+            self._shard.optimize()
+
     def close(self) -> None:
         with self._write_lock:
             self._shard.flush()

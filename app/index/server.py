@@ -202,5 +202,8 @@ class QdrantServerIndex:
             self._client.count(self._collection, count_filter=_filter(where), exact=True).count
         )
 
+    def optimize(self) -> None:
+        """The server's own optimizers index new points in the background."""
+
     def close(self) -> None:
         self._client.close()
