@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import undefer
 
 from app.crash import crashpoint
 from app.db import Database
@@ -37,6 +37,8 @@ from ingest.parse import CONTENT_TYPES, ParsedText, parse_bytes
 log = logging.getLogger(__name__)
 
 PENDING = (JobStatus.received, JobStatus.parsed, JobStatus.chunked)
+JOBS_PER_GROUP = 16
+"""Jobs indexed together: their chunks share embedding batches."""
 
 Progress = Callable[[str, int, int], None]
 """Called as (job_id, chunks_indexed, chunks_total) while a job runs."""
@@ -177,170 +179,256 @@ class Ingestor:
             )
 
     def run_pending(self, progress: Progress | None = None) -> int:
-        done = 0
-        for job_id in self.pending_jobs():
-            self.run_job(job_id, progress)
-            done += 1
-        if done:
+        jobs = self.pending_jobs()
+        for i in range(0, len(jobs), JOBS_PER_GROUP):
+            self.run_jobs(jobs[i : i + JOBS_PER_GROUP], progress)
+        if jobs:
             self.index.optimize()
-        return done
+        return len(jobs)
 
     def run_job(self, job_id: str, progress: Progress | None = None) -> JobStatus:
         """Take a job from wherever it stopped to indexed (or failed)."""
+        return self.run_jobs([job_id], progress).get(job_id, JobStatus.failed)
+
+    def run_jobs(
+        self, job_ids: list[str], progress: Progress | None = None
+    ) -> dict[str, JobStatus]:
+        """Parse and chunk the jobs, then index them together, so that many small documents
+        share embedding batches (and transactions) instead of paying for their own."""
+        results: dict[str, JobStatus] = {}
+        ready: list[str] = []
+        prepared = self._prepare(job_ids)
+        for job_id in job_ids:
+            if prepared.get(job_id) == JobStatus.chunked:
+                ready.append(job_id)
+            else:
+                results[job_id] = prepared.get(job_id, JobStatus.failed)
+        if ready:
+            indexed: dict[str, JobStatus] = {}
+
+            def index_ready() -> JobStatus:
+                indexed.update(self._index(ready, progress))
+                return JobStatus.indexed
+
+            if self._guarded(ready, index_ready) == JobStatus.failed:
+                indexed = dict.fromkeys(ready, JobStatus.failed)
+            results.update(indexed)
+        return results
+
+    def _guarded(self, job_ids: list[str], step: Callable[[], JobStatus]) -> JobStatus:
+        """Run a step; if it fails, its jobs fail with a reason a person can act on."""
         try:
-            status = self._status(job_id)
-            if status == JobStatus.received:
-                status = self._parse(job_id)
-            if status == JobStatus.parsed:
-                status = self._chunk(job_id)
-            if status == JobStatus.chunked:
-                status = self._index(job_id, progress)
-            return status
+            return step()
         except NotFound:
             return JobStatus.failed
-        except InputError as exc:
-            self._fail(job_id, exc.message)
-        except DocentError as exc:
-            self._fail(job_id, f"Indexing stopped: {exc.message} Re-upload the file to retry.")
         except Exception as exc:
-            log.exception("ingestion job %s failed", job_id)
-            self._fail(
-                job_id,
-                f"Indexing stopped by an internal error ({type(exc).__name__}). "
-                "Re-upload the file to retry; if it keeps failing, report it with the server log.",
-            )
+            if not isinstance(exc, DocentError):
+                log.exception("ingestion of %s failed", job_ids)
+            reason = failure_reason(exc)
         finally:
-            self._parsed.pop(job_id, None)
+            for job_id in job_ids:
+                self._parsed.pop(job_id, None)
+        for job_id in job_ids:
+            self._fail(job_id, reason)
         return JobStatus.failed
 
-    def _status(self, job_id: str) -> JobStatus:
+    def _prepare(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """received -> parsed -> chunked for several jobs; each step is committed (one
+        transaction for all of them) so a crash resumes after it."""
+        status: dict[str, JobStatus] = {}
+        texts: dict[str, ParsedText] = {}
+        jobs: dict[str, tuple[str, str, int, str, str]] = {}
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound("This ingestion job no longer exists.")
-            return JobStatus(job.status)
-
-    def _parse(self, job_id: str) -> JobStatus:
-        with self.db.session() as s:
-            job = _get(s, job_id)
-            job.attempts += 1
-            path = self.settings.files_dir / job.storage_path
-            filename = job.filename
-        parsed = self._parsed.pop(job_id, None)
-        if parsed is None:
-            _, parsed = parse_bytes(filename, path.read_bytes())
-        with self.db.session() as s:
-            job = _get(s, job_id)
-            job.text = parsed.text
-            job.page_starts = json.dumps(parsed.page_starts)
-            job.status = JobStatus.parsed
-        crashpoint("after_parsed")
-        return JobStatus.parsed
-
-    def _chunk(self, job_id: str) -> JobStatus:
-        with self.db.session() as s:
-            job = _get(s, job_id)
-            parsed = ParsedText(job.text or "", json.loads(job.page_starts or "[]"))
-            tenant, document_id, version = job.tenant, job.document_id, job.version
-        drafts = split(
-            parsed,
-            self.settings.chunk_tokens,
-            self.settings.chunk_overlap_tokens,
-            self.embedder.tokenizer(),
-        )
-        with self.db.session() as s:
-            job = _get(s, job_id)
-            s.execute(
-                delete(Chunk).where(Chunk.document_id == document_id, Chunk.version == version)
-            )
-            s.add_all(_chunk_row(tenant, document_id, version, d) for d in drafts)
-            job.chunks_total = len(drafts)
-            job.status = JobStatus.chunked
-        crashpoint("after_chunked")
-        return JobStatus.chunked
-
-    def _index(self, job_id: str, progress: Progress | None) -> JobStatus:
-        with self.db.session() as s:
-            job = _get(s, job_id)
-            doc = s.get(Document, job.document_id)
-            if doc is None:
-                raise NotFound("The document was deleted while it was being indexed.")
-            chunks = list(
-                s.scalars(
-                    select(Chunk)
-                    .where(Chunk.document_id == job.document_id, Chunk.version == job.version)
-                    .order_by(Chunk.n)
+            for job in s.scalars(select(Job).where(Job.id.in_(job_ids))):
+                status[job.id] = JobStatus(job.status)
+                jobs[job.id] = (
+                    job.tenant,
+                    job.document_id,
+                    job.version,
+                    job.filename,
+                    job.storage_path,
                 )
-            )
-            previous = (
-                list(
-                    s.scalars(
-                        select(Chunk).where(
-                            Chunk.document_id == doc.id, Chunk.version == doc.live_version
+                if job.status == JobStatus.received:
+                    job.attempts += 1
+            parsed_ids = [j for j, st in status.items() if st == JobStatus.parsed]
+            for job in s.scalars(
+                select(Job).where(Job.id.in_(parsed_ids)).options(undefer(Job.text))
+            ):
+                texts[job.id] = ParsedText(job.text or "", json.loads(job.page_starts or "[]"))
+
+        failed: dict[str, str] = {}
+        fresh: dict[str, ParsedText] = {}
+        for job_id, st in status.items():
+            if st != JobStatus.received:
+                continue
+            parsed = self._parsed.pop(job_id, None)
+            try:
+                if parsed is None:
+                    filename, stored = jobs[job_id][3], jobs[job_id][4]
+                    data = (self.settings.files_dir / stored).read_bytes()
+                    _, parsed = parse_bytes(filename, data)
+                fresh[job_id] = parsed
+            except Exception as exc:
+                if not isinstance(exc, DocentError):
+                    log.exception("ingestion job %s failed", job_id)
+                failed[job_id] = failure_reason(exc)
+        if fresh:
+            with self.db.session() as s:
+                for job_id, parsed in fresh.items():
+                    s.execute(
+                        update(Job)
+                        .where(Job.id == job_id)
+                        .values(
+                            text=parsed.text,
+                            page_starts=json.dumps(parsed.page_starts),
+                            status=JobStatus.parsed,
                         )
                     )
-                )
-                if doc.live_version
-                else []
-            )
-            tenant, collection, title = job.tenant, doc.collection, doc.title
-            document_id, version = doc.id, job.version
-        total = len(chunks)
+                    status[job_id] = JobStatus.parsed
+            texts.update(fresh)
+            crashpoint("after_parsed")
 
-        # Points of this version already indexed by an earlier, interrupted run.
-        expected = {c.id: c.content_hash for c in chunks}
+        drafts: dict[str, list[ChunkDraft]] = {}
+        for job_id, parsed in texts.items():
+            try:
+                drafts[job_id] = split(
+                    parsed,
+                    self.settings.chunk_tokens,
+                    self.settings.chunk_overlap_tokens,
+                    self.embedder.tokenizer(),
+                )
+            except Exception as exc:
+                if not isinstance(exc, DocentError):
+                    log.exception("ingestion job %s failed", job_id)
+                failed[job_id] = failure_reason(exc)
+        if drafts:
+            with self.db.session() as s:
+                for job_id, chunks in drafts.items():
+                    tenant, document_id, version = jobs[job_id][:3]
+                    s.execute(
+                        delete(Chunk).where(
+                            Chunk.document_id == document_id, Chunk.version == version
+                        )
+                    )
+                    s.add_all(_chunk_row(tenant, document_id, version, d) for d in chunks)
+                    s.execute(
+                        update(Job)
+                        .where(Job.id == job_id)
+                        .values(chunks_total=len(chunks), status=JobStatus.chunked)
+                    )
+                    status[job_id] = JobStatus.chunked
+            crashpoint("after_chunked")
+        for job_id, reason in failed.items():
+            self._fail(job_id, reason)
+            status[job_id] = JobStatus.failed
+        return status
+
+    def _index(self, job_ids: list[str], progress: Progress | None) -> dict[str, JobStatus]:
+        """Embed and upsert the chunks of several chunked jobs, then make them live."""
+        results: dict[str, JobStatus] = {}
+        work = self._load_work(job_ids, results)
+
+        # Points already indexed by an earlier, interrupted run are not embedded again.
+        expected = {c.id: c.content_hash for w in work for c in w.chunks}
         present = {
             p.id
             for p in self.index.retrieve(list(expected))
             if p.payload.get("content_hash") == expected.get(p.id)
         }
-        todo = [c for c in chunks if c.id not in present]
+        todo = [(w, c) for w in work for c in w.chunks if c.id not in present]
         # Unchanged chunks of the live version lend their vectors: never embed them twice.
-        reusable = self._vectors_by_hash(previous, {c.content_hash for c in todo})
+        reusable = self._vectors_by_hash(
+            [c for w in work for c in w.previous], {c.content_hash for _, c in todo}
+        )
+        done = {w.job_id: len(w.chunks) for w in work}
+        for w, _ in todo:
+            done[w.job_id] -= 1
+        self._progress(work, done, progress)
 
-        done = total - len(todo)
-        self._progress(job_id, done, total, progress)
         batch_size = max(1, self.settings.embedding_batch_size)
         for i in range(0, len(todo), batch_size):
             batch = todo[i : i + batch_size]
-            need = [c for c in batch if c.content_hash not in reusable]
-            fresh = dict(
-                zip(
-                    (c.id for c in need),
-                    self.embedder.embed_documents([c.text for c in need]),
-                    strict=True,
-                )
+            need = [c for _, c in batch if c.content_hash not in reusable]
+            vectors = self.embedder.embed_documents([c.text for c in need])
+            fresh = dict(zip((c.id for c in need), vectors, strict=True))
+            self.index.upsert(
+                [
+                    IndexPoint(
+                        id=c.id,
+                        dense=fresh[c.id] if c.id in fresh else reusable[c.content_hash],
+                        sparse=self.sparse.document(c.text),
+                        payload={
+                            **w.payload,
+                            "n": c.n,
+                            "page": c.page,
+                            "start": c.start,
+                            "end": c.end,
+                            "text": c.text,
+                            "content_hash": c.content_hash,
+                        },
+                    )
+                    for w, c in batch
+                ]
             )
-            points = [
-                IndexPoint(
-                    id=c.id,
-                    dense=fresh[c.id] if c.id in fresh else reusable[c.content_hash],
-                    sparse=self.sparse.document(c.text),
-                    payload={
-                        "tenant": tenant,
-                        "collection": collection,
-                        "document_id": document_id,
-                        "version": version,
-                        "n": c.n,
-                        "page": c.page,
-                        "start": c.start,
-                        "end": c.end,
-                        "text": c.text,
-                        "title": title,
-                        "content_hash": c.content_hash,
-                    },
-                )
-                for c in batch
-            ]
-            self.index.upsert(points)
-            done += len(batch)
+            touched: dict[str, _Work] = {}
+            for w, _ in batch:
+                done[w.job_id] += 1
+                touched[w.job_id] = w
             crashpoint("after_batch_upsert")
-            self._progress(job_id, done, total, progress)
+            self._progress(list(touched.values()), done, progress)
 
-        self._go_live(job_id)
+        self._go_live([w.job_id for w in work])
         crashpoint("after_live")
-        self._drop_other_versions(tenant, document_id, version)
-        return JobStatus.indexed
+        for w in work:
+            if w.replaces:
+                self._drop_other_versions(w.tenant, w.document_id, w.version)
+            results[w.job_id] = JobStatus.indexed
+        return results
+
+    def _load_work(self, job_ids: list[str], results: dict[str, JobStatus]) -> list[_Work]:
+        work: list[_Work] = []
+        with self.db.session() as s:
+            for job in s.scalars(select(Job).where(Job.id.in_(job_ids)).order_by(Job.created_at)):
+                doc = s.get(Document, job.document_id)
+                if doc is None:
+                    results[job.id] = JobStatus.failed  # deleted meanwhile: nothing to index
+                    continue
+                chunks = list(
+                    s.scalars(
+                        select(Chunk)
+                        .where(Chunk.document_id == doc.id, Chunk.version == job.version)
+                        .order_by(Chunk.n)
+                    )
+                )
+                previous: list[Chunk] = []
+                if doc.live_version and doc.live_version != job.version:
+                    previous = list(
+                        s.scalars(
+                            select(Chunk).where(
+                                Chunk.document_id == doc.id, Chunk.version == doc.live_version
+                            )
+                        )
+                    )
+                payload: dict[str, object] = {
+                    "tenant": job.tenant,
+                    "collection": doc.collection,
+                    "document_id": doc.id,
+                    "version": job.version,
+                    "title": doc.title,
+                }
+                work.append(
+                    _Work(
+                        job.id,
+                        job.tenant,
+                        doc.id,
+                        job.version,
+                        payload,
+                        chunks,
+                        previous,
+                        replaces=doc.live_version > 0 or job.version > 1,
+                    )
+                )
+        return work
 
     def _vectors_by_hash(self, previous: list[Chunk], wanted: set[str]) -> dict[str, list[float]]:
         ids = [c.id for c in previous if c.content_hash in wanted]
@@ -351,29 +439,34 @@ class Ingestor:
                 found[h] = p.dense
         return found
 
-    def _progress(self, job_id: str, done: int, total: int, progress: Progress | None) -> None:
+    def _progress(self, work: list[_Work], done: dict[str, int], progress: Progress | None) -> None:
+        if not work:
+            return
         with self.db.session() as s:
-            job = _get(s, job_id)
-            job.chunks_indexed = done
+            for w in work:
+                s.execute(
+                    update(Job).where(Job.id == w.job_id).values(chunks_indexed=done[w.job_id])
+                )
         if progress is not None:
-            progress(job_id, done, total)
+            for w in work:
+                progress(w.job_id, done[w.job_id], len(w.chunks))
 
-    def _go_live(self, job_id: str) -> None:
-        """One transaction makes the new version the one searches return."""
+    def _go_live(self, job_ids: list[str]) -> None:
+        """One transaction makes the new versions the ones searches return."""
         with self.db.session() as s:
-            job = _get(s, job_id)
-            doc = s.get(Document, job.document_id)
-            if doc is None:
-                raise NotFound("The document was deleted while it was being indexed.")
-            doc.live_version = job.version
-            doc.sha256 = job.sha256
-            doc.size_bytes = job.size_bytes
-            doc.content_type = job.content_type
-            doc.chunk_count = job.chunks_total
-            starts = json.loads(job.page_starts or "[]")
-            doc.pages = len(starts) or None
-            job.status = JobStatus.indexed
-            job.error = None
+            for job in s.scalars(select(Job).where(Job.id.in_(job_ids))):
+                doc = s.get(Document, job.document_id)
+                if doc is None:
+                    continue
+                doc.live_version = job.version
+                doc.sha256 = job.sha256
+                doc.size_bytes = job.size_bytes
+                doc.content_type = job.content_type
+                doc.chunk_count = job.chunks_total
+                starts = json.loads(job.page_starts or "[]")
+                doc.pages = len(starts) or None
+                job.status = JobStatus.indexed
+                job.error = None
 
     def _drop_other_versions(
         self, tenant: str, document_id: str, live: int, keep: set[int] | None = None
@@ -491,14 +584,33 @@ class Ingestor:
             ).one()
             job.status = JobStatus.chunked
             job_id = job.id
-        self._index(job_id, None)
+        self._index([job_id], None)
 
 
-def _get(s: Session, job_id: str) -> Job:
-    job = s.get(Job, job_id)
-    if job is None:
-        raise NotFound("This ingestion job no longer exists.")
-    return job
+@dataclass
+class _Work:
+    """One job's share of an indexing pass."""
+
+    job_id: str
+    tenant: str
+    document_id: str
+    version: int
+    payload: dict[str, object]
+    chunks: list[Chunk]
+    previous: list[Chunk]
+    replaces: bool
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What a person reads when a job fails."""
+    if isinstance(exc, InputError):
+        return exc.message
+    if isinstance(exc, DocentError):
+        return f"Indexing stopped: {exc.message} Re-upload the file to retry."
+    return (
+        f"Indexing stopped by an internal error ({type(exc).__name__}). "
+        "Re-upload the file to retry; if it keeps failing, report it with the server log."
+    )
 
 
 def _chunk_row(tenant: str, document_id: str, version: int, d: ChunkDraft) -> Chunk:

@@ -73,10 +73,10 @@ def test_status_moves_through_the_states(services: Services) -> None:
         seen.append(s.get(Job, result.job_id).status)  # type: ignore[union-attr]
     original = services.ingestor._index
 
-    def spy(job_id: str, progress: object) -> JobStatus:
+    def spy(job_ids: list[str], progress: object) -> dict[str, JobStatus]:
         with services.db.session() as s:
-            seen.append(s.get(Job, job_id).status)  # type: ignore[union-attr]
-        return original(job_id, progress)  # type: ignore[arg-type]
+            seen.extend(s.get(Job, j).status for j in job_ids)  # type: ignore[union-attr]
+        return original(job_ids, progress)  # type: ignore[arg-type]
 
     services.ingestor._index = spy  # type: ignore[method-assign]
     assert services.ingestor.run_job(result.job_id) == JobStatus.indexed
@@ -111,12 +111,12 @@ def test_search_never_mixes_versions(services: Services) -> None:
     seen_during_swap: list[list[int]] = []
     go_live = services.ingestor._go_live
 
-    def check_then_go_live(job_id: str) -> None:
+    def check_then_go_live(job_ids: list[str]) -> None:
         # v2's points are in the index now, yet searches still see only v1.
         assert services.index.count(scope(TENANT, document_id=v1.document_id, version=2)) == 1
         hits = services.retriever.search(TENANT, "lunch served", 10)
         seen_during_swap.append([h.version for h in hits])
-        go_live(job_id)
+        go_live(job_ids)
 
     services.ingestor._go_live = check_then_go_live  # type: ignore[method-assign]
     services.ingestor.run_pending()

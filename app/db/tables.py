@@ -63,7 +63,8 @@ class Job(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     storage_path: Mapped[str] = mapped_column(String(512))
-    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Deferred: a document's whole text is loaded only by the steps that read it.
+    text: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
     page_starts: Mapped[str | None] = mapped_column(Text, nullable=True)
     chunks_total: Mapped[int] = mapped_column(Integer, default=0)
     chunks_indexed: Mapped[int] = mapped_column(Integer, default=0)
