@@ -108,7 +108,7 @@ def test_upload_page_indexes_a_file_and_hostile_text_stays_inert(
     page.goto(live_server.url + "/")
     page.fill("#question", "What does the canteen serve on Tuesdays?")
     page.press("#question", "Enter")
-    page.wait_for_function("document.getElementById('sources').children.length > 0", timeout=60_000)
+    page.wait_for_selector("#sources li", timeout=60_000)
     page.wait_for_selector("#send:not([disabled])", timeout=60_000)
     assert page.evaluate("window.__pwned") is None
     assert page.evaluate("document.querySelectorAll('#answer img, #sources img').length") == 0
