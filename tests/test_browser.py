@@ -101,7 +101,12 @@ def test_upload_page_indexes_a_file_and_hostile_text_stays_inert(
     page.fill("#collection", "browser")
     page.click("#upload-form button[type=submit]")
     page.wait_for_selector("#upload-status:has-text('queued')", timeout=30_000)
-    page.wait_for_selector("#documents td:has-text('indexed')", timeout=90_000)
+    from playwright.sync_api import expect
+
+    row = page.locator("#documents tbody tr").filter(has_text="onerror=alert(1)")
+    expect(row).to_contain_text("indexed", timeout=90_000)
+    # The hostile file name is shown as text, not markup.
+    assert row.locator("td").first.inner_text().startswith('notes"><img')
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
 
