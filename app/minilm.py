@@ -291,7 +291,10 @@ def load(
     else:
         directory = model_dir()
         verify_model_files(directory, SHA256)
-        model = OnnxMiniLM(ensure_onnx(cache_dir), directory, threads, batch_size)
+        # ONNX Runtime embeds passages fastest one at a time (measured: 28 passages/s at
+        # batch 1, 17 at batch 32, see docs/benchmarks.md): padding costs more than batching
+        # saves.
+        model = OnnxMiniLM(ensure_onnx(cache_dir), directory, threads, batch_size=1)
     log.info(
         "loaded %s (%s, %s) in %.1fs", NAME, runtime, model.precision, time.perf_counter() - started
     )
