@@ -222,9 +222,7 @@ class Ingestor:
         except NotFound:
             return JobStatus.failed
         except Exception as exc:
-            if not isinstance(exc, DocentError):
-                log.exception("ingestion of %s failed", job_ids)
-            reason = failure_reason(exc)
+            reason = failure_reason(exc, ", ".join(job_ids))
         finally:
             for job_id in job_ids:
                 self._parsed.pop(job_id, None)
@@ -269,9 +267,7 @@ class Ingestor:
                     _, parsed = parse_bytes(filename, data)
                 fresh[job_id] = parsed
             except Exception as exc:
-                if not isinstance(exc, DocentError):
-                    log.exception("ingestion job %s failed", job_id)
-                failed[job_id] = failure_reason(exc)
+                failed[job_id] = failure_reason(exc, job_id)
         if fresh:
             with self.db.session() as s:
                 for job_id, parsed in fresh.items():
@@ -298,9 +294,7 @@ class Ingestor:
                     self.embedder.tokenizer(),
                 )
             except Exception as exc:
-                if not isinstance(exc, DocentError):
-                    log.exception("ingestion job %s failed", job_id)
-                failed[job_id] = failure_reason(exc)
+                failed[job_id] = failure_reason(exc, job_id)
         if drafts:
             with self.db.session() as s:
                 for job_id, chunks in drafts.items():
@@ -601,8 +595,10 @@ class _Work:
     replaces: bool
 
 
-def failure_reason(exc: BaseException) -> str:
-    """What a person reads when a job fails."""
+def failure_reason(exc: BaseException, job: str) -> str:
+    """What a person reads when a job fails; unexpected errors also go to the log."""
+    if not isinstance(exc, DocentError):
+        log.error("ingestion job %s failed", job, exc_info=exc)
     if isinstance(exc, InputError):
         return exc.message
     if isinstance(exc, DocentError):
