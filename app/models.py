@@ -100,11 +100,6 @@ class ChatRequest(BaseModel):
     history: list[ChatMessage] = Field(default_factory=list, max_length=50)
 
 
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
 class AnswerEvent(BaseModel):
     """One server-sent event of an answer stream (see ARCHITECTURE.md, SSE contract)."""
 

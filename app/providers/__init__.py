@@ -18,12 +18,6 @@ class GenerationRequest:
     history: list[tuple[str, str]] = field(default_factory=list)
 
 
-@dataclass
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
 class Provider(Protocol):
     name: str
     model: str
