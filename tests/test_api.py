@@ -226,3 +226,15 @@ def test_invalid_requests_get_json_errors(client: TestClient[Any]) -> None:
     r = upload(client, ("a.txt", b"hello there friend"), collection="../etc")
     assert r.status_code == 400
     assert client.get("/api/jobs/nope").status_code == 404
+
+
+def test_offline_generator_quotes_statements_not_commands() -> None:
+    from app.providers.offline import candidate_sentences
+
+    chunk = (
+        "curl -N -H 'Content-Type: application/json' -d '{\"question\": \"How?\"}' url\n"
+        ".venv/bin/docent ingest handbook.pdf policies/\n"
+        "Is this a question about uploads?\n"
+        "There are three ways to upload a document.\n"
+    )
+    assert candidate_sentences(chunk) == ["There are three ways to upload a document."]

@@ -29,6 +29,8 @@ NO_SOURCES = (
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`*]?[A-Z0-9])")
 _WORD = re.compile(r"[a-z0-9]+")
+# Command lines and code: option flags, braces, pipes, prompts, a leading command or path.
+_CODE = re.compile(r"(?:^|\s)--?[A-Za-z]|[{}|$<>\\]|^(?:curl|docent|python|pip|\.venv/)\b")
 _MARKUP = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+|\d+\.\s+|>\s*)")
 STOPWORDS = frozenset(
     [
@@ -155,7 +157,7 @@ def candidate_sentences(text: str) -> list[str]:
 
 def _is_prose(sentence: str) -> bool:
     """A statement in words: not a question, not a command line or a table row."""
-    if sentence.endswith("?"):
+    if sentence.endswith("?") or _CODE.search(sentence):
         return False
     wordy = sum(ch.isalpha() or ch.isspace() for ch in sentence)
     return wordy / len(sentence) >= 0.8
