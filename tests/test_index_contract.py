@@ -212,7 +212,7 @@ def test_search_respects_limit_and_orders_by_score(
     t: Tenants, two_tenants, embedder, bm25, mode
 ) -> None:
     hits = search(two_tenants, embedder, bm25, "molten basalt lava", scope(t.A), mode, limit=3)
-    assert 1 <= len(hits) <= 3
+    assert 0 < len(hits) <= 3
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
 
