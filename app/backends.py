@@ -131,43 +131,9 @@ class LocalDocent:
             loop.close()
 
     def documents(self) -> list[DocumentInfo]:
-        from sqlalchemy import select
+        from ingest import catalog
 
-        from app.db.tables import Document, Job
-        from app.models import JobStatus
-
-        s = self.services
-        with s.db.session() as session:
-            docs = list(
-                session.scalars(
-                    select(Document).where(Document.tenant == s.settings.default_tenant)
-                )
-            )
-            out = []
-            for d in docs:
-                job = session.scalars(
-                    select(Job).where(Job.document_id == d.id, Job.version == d.latest_version)
-                ).one_or_none()
-                out.append(
-                    DocumentInfo(
-                        id=d.id,
-                        tenant=d.tenant,
-                        collection=d.collection,
-                        title=d.title,
-                        filename=d.filename,
-                        content_type=d.content_type,
-                        size_bytes=d.size_bytes,
-                        sha256=d.sha256,
-                        version=d.live_version,
-                        status=JobStatus(job.status) if job else JobStatus.received,
-                        error=job.error if job else None,
-                        chunk_count=d.chunk_count,
-                        pages=d.pages,
-                        created_at=d.created_at,
-                        updated_at=d.updated_at,
-                    )
-                )
-            return out
+        return catalog.list_documents(self.services.db, self.services.settings.default_tenant)
 
     def delete(self, document_id: str) -> None:
         self.services.ingestor.delete_document(self.services.settings.default_tenant, document_id)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from app.answer.answer import answer
 from app.db.tables import Chunk, Document, Job
-from app.errors import InvalidRequest, NotFound
+from app.errors import InvalidRequest
 from app.models import (
     ChatRequest,
     DocumentInfo,
@@ -26,6 +26,7 @@ from app.models import (
     UploadResult,
 )
 from app.services import Services
+from ingest import catalog
 from ingest.worker import BackgroundWorker
 
 _COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -38,40 +39,6 @@ def _services(state: State) -> Services:
 
 def _tenant(state: State) -> str:
     return _services(state).settings.default_tenant
-
-
-def _document_info(doc: Document, job: Job | None) -> DocumentInfo:
-    return DocumentInfo(
-        id=doc.id,
-        tenant=doc.tenant,
-        collection=doc.collection,
-        title=doc.title,
-        filename=doc.filename,
-        content_type=doc.content_type,
-        size_bytes=doc.size_bytes,
-        sha256=doc.sha256,
-        version=doc.live_version,
-        status=JobStatus(job.status) if job else JobStatus.received,
-        error=job.error if job else None,
-        chunk_count=doc.chunk_count,
-        pages=doc.pages,
-        created_at=doc.created_at,
-        updated_at=doc.updated_at,
-    )
-
-
-def _job_info(job: Job) -> JobInfo:
-    return JobInfo(
-        id=job.id,
-        document_id=job.document_id,
-        version=job.version,
-        status=JobStatus(job.status),
-        error=job.error,
-        chunks_total=job.chunks_total,
-        chunks_indexed=job.chunks_indexed,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-    )
 
 
 class DocumentController(Controller):
@@ -105,27 +72,11 @@ class DocumentController(Controller):
 
     @get("/documents", sync_to_thread=True, summary="List documents")
     def list_documents(self, state: State, collection: str | None = None) -> list[DocumentInfo]:
-        with _services(state).db.session() as s:
-            query = select(Document).where(Document.tenant == _tenant(state))
-            if collection:
-                query = query.where(Document.collection == collection)
-            docs = list(s.scalars(query.order_by(Document.created_at.desc())))
-            jobs = {
-                (j.document_id, j.version): j
-                for j in s.scalars(select(Job).where(Job.document_id.in_([d.id for d in docs])))
-            }
-            return [_document_info(d, jobs.get((d.id, d.latest_version))) for d in docs]
+        return catalog.list_documents(_services(state).db, _tenant(state), collection)
 
     @get("/documents/{document_id:str}", sync_to_thread=True, summary="One document")
     def get_document(self, state: State, document_id: str) -> DocumentInfo:
-        with _services(state).db.session() as s:
-            doc = s.get(Document, document_id)
-            if doc is None or doc.tenant != _tenant(state):
-                raise NotFound("No such document. It may have been deleted.")
-            job = s.scalars(
-                select(Job).where(Job.document_id == doc.id, Job.version == doc.latest_version)
-            ).one_or_none()
-            return _document_info(doc, job)
+        return catalog.get_document(_services(state).db, _tenant(state), document_id)
 
     @delete("/documents/{document_id:str}", sync_to_thread=True, summary="Delete a document")
     def delete_document(self, state: State, document_id: str) -> None:
@@ -133,11 +84,7 @@ class DocumentController(Controller):
 
     @get("/jobs/{job_id:str}", sync_to_thread=True, summary="An ingestion job's progress")
     def get_job(self, state: State, job_id: str) -> JobInfo:
-        with _services(state).db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.tenant != _tenant(state):
-                raise NotFound("No such ingestion job.")
-            return _job_info(job)
+        return catalog.get_job(_services(state).db, _tenant(state), job_id)
 
 
 class SearchController(Controller):
