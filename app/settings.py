@@ -70,11 +70,18 @@ class Settings(BaseSettings):
     )
 
     # --- embeddings ---------------------------------------------------------------------
-    embedder: Literal["minilm", "hash", "openai"] = Field(
+    embedder: Literal["minilm", "fastembed", "hash", "openai"] = Field(
         default="minilm",
         description="Dense embedder: 'minilm' (all-MiniLM-L6-v2 shipped in a package, CPU, "
-        "offline), 'openai' (an OpenAI-compatible embeddings API), or 'hash' (character "
-        "n-gram hashing: fast and deterministic, for tests; not semantic).",
+        "offline), 'fastembed' (Qdrant's fastembed library; needs pip install "
+        "'docent[fastembed]'), 'openai' (an OpenAI-compatible embeddings API), or 'hash' "
+        "(character n-gram hashing: fast and deterministic, for tests; not semantic).",
+    )
+    fastembed_model: str = Field(
+        default="",
+        description="Model for embedder='fastembed'. Empty runs the bundled MiniLM through "
+        "fastembed (offline, same vectors as 'minilm'); a fastembed catalogue name such as "
+        "'BAAI/bge-small-en-v1.5' is downloaded into the model cache on first use.",
     )
     embedding_runtime: Literal["onnx", "torch"] = Field(
         default="onnx",

@@ -11,8 +11,8 @@ Sections
      by the same embedder instance in batches of ``embedding_batch_size``. Pipeline and floor
      are interleaved in blocks of documents so a noisy, shared machine slows both alike. Also:
      the floor with one embed call per document (what the pipeline does), and the MiniLM
-     runtimes side by side on a sample (ONNX float32, PyTorch float32, PyTorch bfloat16:
-     passages/s, query latency, cosine against PyTorch float32).
+     runtimes side by side on a sample (ONNX float32, fastembed on the same ONNX graph,
+     PyTorch float32, PyTorch bfloat16: passages/s, query latency, cosine against PyTorch float32).
   2. Search latency on synthetic points (seeded random unit dense vectors, BM25 of SciFact
      abstracts repeated with small suffixes, payloads shaped like the real ones): EdgeIndex
      before and after ``optimize()`` (which the app runs when the ingestion queue drains),
@@ -74,7 +74,12 @@ UPSERT_BATCH = 1000
 LIMIT = 10
 LOCAL_MID_SIZE = 50_000
 # (runtime, precision) pairs compared in section 1; the first PyTorch float32 is the reference.
-VARIANTS = (("torch", "float32"), ("onnx", "float32"), ("torch", "bfloat16"))
+VARIANTS = (
+    ("torch", "float32"),
+    ("onnx", "float32"),
+    ("fastembed", "float32"),
+    ("torch", "bfloat16"),
+)
 
 _STARTED = time.perf_counter()
 
@@ -203,6 +208,11 @@ def machine() -> dict[str, Any]:
 
 def load_minilm(runtime: str, precision: str, cache: Path, batch: int) -> Any:
     from app import minilm
+
+    if runtime == "fastembed":
+        from app.fastembed_embedder import FastEmbedEmbedder
+
+        return FastEmbedEmbedder("", cache, 0, batch)
 
     return minilm.load(runtime, cache, precision, 0, batch)
 

@@ -157,3 +157,29 @@ def test_onnx_export_is_cached(tmp_path: Path, minilm: Any) -> None:
     before = cached.stat().st_mtime_ns
     module.load("onnx", MODEL_CACHE)
     assert cached.stat().st_mtime_ns == before, "a cached export is reused, not redone"
+
+
+@pytest.mark.slow
+def test_fastembed_runs_the_bundled_model_with_the_same_vectors(minilm: Any) -> None:
+    from app.embeddings import build_embedder
+    from tests.conftest import MODEL_CACHE, make_settings
+
+    settings = make_settings(MODEL_CACHE.parent / "unused", embedder="fastembed")
+    fe = build_embedder(settings)
+    assert type(fe).__name__ == "FastEmbedEmbedder"
+    assert fe.dimensions == 384 and fe.name == minilm.name, "an index built by one serves both"
+    texts = ["Refunds are paid within 14 days.", "short", "A longer passage " * 200]
+    a = np.asarray(fe.embed_documents(texts))
+    b = np.asarray(minilm.embed_documents(texts))
+    assert a.shape == (3, 384)
+    assert np.min(np.sum(a * b, axis=1)) > 0.9999, "truncation at 256 tokens, as MiniLM reads"
+    q = "How do I get my money back?"
+    assert float(np.dot(fe.embed_query(q), minilm.embed_query(q))) > 0.9999
+    assert len(fe.tokenizer()("word " * 1000)) == 1000, "the chunk sizer does not truncate"
+
+
+def test_fastembed_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    from app.fastembed_embedder import FastEmbedEmbedder
+
+    with pytest.raises(Unavailable, match="DOCENT_FASTEMBED_MODEL"):
+        FastEmbedEmbedder("no-such-org/no-such-model", tmp_path)
