@@ -3,6 +3,7 @@ with other settings (hash embedder, in-memory Qdrant) instead of patching module
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from app.answer.answer import AnswerDeps
 from app.answer.retrieve import Retriever
 from app.db import Database
 from app.embeddings import Embedder, build_embedder
+from app.errors import Unavailable
 from app.index import VectorIndex
 from app.index.sparse import Bm25Encoder
 from app.providers.offline import OfflineProvider
@@ -18,6 +20,27 @@ from app.settings import Settings
 from ingest.pipeline import Ingestor
 
 log = logging.getLogger(__name__)
+
+
+def check_embedder_matches_index(settings: Settings, embedder: Embedder) -> None:
+    """An embedded index holds vectors of one model; another model's queries would search it
+    silently badly, or fail on the dimension. The first start records which model built it."""
+    if settings.index_backend != "edge":
+        return
+    record = settings.data_dir / "embedder.json"
+    current = {"name": embedder.name, "dimensions": embedder.dimensions}
+    if not record.exists():
+        record.write_text(json.dumps(current) + "\n")
+        return
+    built = json.loads(record.read_text())
+    if built != current:
+        raise Unavailable(
+            f"The index in {settings.data_dir} was built with the embedder {built['name']} "
+            f"({built['dimensions']} dimensions), but the settings now give {embedder.name} "
+            f"({embedder.dimensions}). Set DOCENT_EMBEDDER back, or stop Docent, delete "
+            f"{settings.shard_dir} and {record}, and start again: every document is "
+            "re-embedded from the database."
+        )
 
 
 def build_index(settings: Settings, dimensions: int) -> VectorIndex:
@@ -54,6 +77,7 @@ class Services:
         db = Database(settings.sqlalchemy_url)
         db.migrate()
         embedder = embedder or build_embedder(settings)
+        check_embedder_matches_index(settings, embedder)
         index = build_index(settings, embedder.dimensions)
         sparse = Bm25Encoder()
         ingestor = Ingestor(settings, db, index, embedder, sparse)

@@ -315,3 +315,29 @@ def test_reconcile_removes_files_no_job_refers_to(services: Services) -> None:
     fixed = services.ingestor.reconcile()
     assert fixed["orphan_files"] == 2
     assert sorted(p.name for p in files.rglob("*")) == [kept.document_id, "v1.txt"]
+
+
+def test_a_different_embedder_is_refused_until_the_index_is_rebuilt(tmp_path: Path) -> None:
+    import shutil
+
+    from app.errors import Unavailable
+
+    settings = make_settings(tmp_path / "data")
+    s = Services.build(settings, embedder=HashEmbedder())
+    doc = s.ingestor.receive(TENANT, "default", "a.txt", b"Zebras migrate across the plains.")
+    s.ingestor.run_pending()
+    s.close()
+
+    with pytest.raises(Unavailable, match="re-embedded from the database"):
+        Services.build(settings, embedder=HashEmbedder(dimensions=128))
+
+    shutil.rmtree(settings.shard_dir)
+    (settings.data_dir / "embedder.json").unlink()
+    s = Services.build(settings, embedder=HashEmbedder(dimensions=128))
+    try:
+        s.recover()
+        assert point_ids(s, doc.document_id) == expected_ids(s, doc.document_id)
+        hits = s.retriever.search(TENANT, "zebras migrate", 3)
+        assert hits and hits[0].document_id == doc.document_id
+    finally:
+        s.close()
