@@ -1,0 +1,1 @@
+"""In-repo fakes of external services, used by the test suite."""
