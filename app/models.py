@@ -97,7 +97,24 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     question: str = Field(min_length=1, max_length=4000)
     collection: str | None = None
-    history: list[ChatMessage] = Field(default_factory=list, max_length=50)
+    conversation_id: str | None = Field(
+        default=None,
+        description="Continue a stored conversation: its earlier turns are used to understand "
+        "a follow-up. Omit to start a new one (its id comes back in the meta event).",
+    )
+    history: list[ChatMessage] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Earlier turns, for clients that keep their own conversation state; "
+        "ignored when conversation_id is given.",
+    )
+    use_cache: bool = Field(default=True, description="Allow an earlier validated answer.")
+    min_cache_similarity: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Raise (never lower) the similarity a cached question needs.",
+    )
 
 
 class AnswerEvent(BaseModel):

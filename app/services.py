@@ -8,14 +8,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.answer.answer import AnswerDeps
+from app.answer.answer import AnswerConfig, AnswerDeps
+from app.answer.cache import AnswerCache
+from app.answer.conversation import Conversations
 from app.answer.retrieve import Retriever
+from app.answer.risk import RiskPolicy
 from app.db import Database
 from app.embeddings import Embedder, build_embedder
 from app.errors import Unavailable
 from app.index import VectorIndex
 from app.index.sparse import Bm25Encoder
-from app.providers.offline import OfflineProvider
+from app.providers.build import build_tiers
+from app.providers.fallback import Deadlines, FallbackChain
 from app.settings import Settings
 from ingest.pipeline import Ingestor
 
@@ -60,6 +64,72 @@ def build_index(settings: Settings, dimensions: int) -> VectorIndex:
     return EdgeIndex.open(settings.shard_dir, dimensions, settings.rrf_k, settings.prefetch_limit)
 
 
+def build_cache_index(settings: Settings, dimensions: int) -> VectorIndex | None:
+    """The semantic answer cache: a second collection beside the documents."""
+    if not settings.cache_enabled:
+        return None
+    if settings.index_backend == "qdrant":
+        from app.index.server import QdrantServerIndex
+
+        return QdrantServerIndex.connect(
+            settings.qdrant_url or "http://127.0.0.1:6333",
+            settings.qdrant_api_key,
+            settings.qdrant_collection + "_answer_cache",
+            dimensions,
+        )
+    from app.index.edge import EdgeIndex
+
+    return EdgeIndex.open(settings.cache_shard_dir, dimensions)
+
+
+def build_answers(
+    settings: Settings,
+    db: Database,
+    retriever: Retriever,
+    embedder: Embedder,
+    cache_index: VectorIndex | None,
+) -> AnswerDeps:
+    tiers = build_tiers(settings, embedder)
+    low = Deadlines(
+        settings.connect_timeout_s,
+        settings.first_token_low_s,
+        settings.stall_s,
+        settings.total_low_s,
+        settings.max_retry_wait_s,
+    )
+    high = Deadlines(
+        settings.connect_timeout_s,
+        settings.first_token_high_s,
+        settings.stall_s,
+        settings.total_high_s,
+        settings.max_retry_wait_s,
+    )
+    cache = None
+    if settings.cache_enabled:
+        cache = AnswerCache(
+            db, cache_index, embedder, settings.cache_threshold, settings.cache_fallback_threshold
+        )
+    return AnswerDeps(
+        retriever=retriever,
+        chain=FallbackChain(tiers["large"]),
+        tiers=tiers,
+        embedder=embedder,
+        db=db,
+        conversations=Conversations(db),
+        risk=RiskPolicy(settings.high_risk_topics, settings.high_risk_collections),
+        cache=cache,
+        config=AnswerConfig(
+            sources=settings.answer_sources,
+            low=low,
+            high=high,
+            max_tokens=settings.max_output_tokens,
+            allow_partial_high=settings.high_risk_allow_partial,
+            supported_at=settings.grounding_supported_at,
+            prices=settings.prices,
+        ),
+    )
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -69,6 +139,7 @@ class Services:
     ingestor: Ingestor
     retriever: Retriever
     answers: AnswerDeps
+    cache_index: VectorIndex | None = None
 
     @classmethod
     def build(cls, settings: Settings, embedder: Embedder | None = None) -> Services:
@@ -82,14 +153,9 @@ class Services:
         sparse = Bm25Encoder()
         ingestor = Ingestor(settings, db, index, embedder, sparse)
         retriever = Retriever(db, index, embedder, sparse)
-        provider = OfflineProvider(
-            embedder,
-            settings.answer_min_similarity,
-            settings.answer_max_sentences,
-            pace_ms=settings.offline_pace_ms,
-        )
-        answers = AnswerDeps(retriever, provider, settings.answer_sources)
-        return cls(settings, db, index, embedder, ingestor, retriever, answers)
+        cache_index = build_cache_index(settings, embedder.dimensions)
+        answers = build_answers(settings, db, retriever, embedder, cache_index)
+        return cls(settings, db, index, embedder, ingestor, retriever, answers, cache_index)
 
     def recover(self) -> None:
         """After an unclean stop: repair the index from SQL, then finish interrupted jobs."""
@@ -102,6 +168,8 @@ class Services:
 
     def close(self) -> None:
         self.index.close()
+        if self.cache_index is not None:
+            self.cache_index.close()
         self.db.close()
 
 

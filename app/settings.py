@@ -146,6 +146,101 @@ class Settings(BaseSettings):
         default=4, description="Sentences the offline generator quotes at most."
     )
 
+    # --- language models ------------------------------------------------------------------
+    chain: str = Field(
+        default="offline",
+        description="The provider chain, tried in order: entries 'anthropic:MODEL', "
+        "'openai:MODEL' or 'offline', separated by '->' or commas, e.g. "
+        "'anthropic:claude-sonnet-4-5 -> openai:gpt-4o -> offline'. When every entry fails, "
+        "a cached answer (labelled with its age) or a clear message follows.",
+    )
+    small_models: str = Field(
+        default="",
+        description="Models for simple questions, per provider kind: "
+        "'anthropic:claude-haiku-4-5, openai:gpt-4o-mini'. A kind not listed uses its "
+        "chain model for both tiers.",
+    )
+    anthropic_api_key: str | None = Field(default=None, description="Anthropic API key.")
+    anthropic_base_url: str | None = Field(
+        default=None, description="Anthropic API URL; empty means Anthropic's own."
+    )
+    chat_openai_base_url: str | None = Field(
+        default=None,
+        description="URL of an OpenAI-compatible chat API (vLLM, Ollama, llama.cpp server); "
+        "empty falls back to DOCENT_OPENAI_BASE_URL, then OpenAI's own.",
+    )
+    connect_timeout_s: float = Field(default=1.0, description="Connect timeout per attempt.")
+    first_token_low_s: float = Field(
+        default=8.0, description="Longest wait for a first token, low-risk answers."
+    )
+    first_token_high_s: float = Field(
+        default=15.0, description="Longest wait for a first token, high-risk answers."
+    )
+    stall_s: float = Field(default=10.0, description="Longest pause between two tokens.")
+    total_low_s: float = Field(default=60.0, description="Deadline of a low-risk answer.")
+    total_high_s: float = Field(default=90.0, description="Deadline of a high-risk answer.")
+    max_retry_wait_s: float = Field(
+        default=2.0,
+        description="Longest Retry-After the chain waits for before its one same-provider "
+        "retry; longer waits fall back to the next provider at once.",
+    )
+    max_output_tokens: int = Field(default=1024, description="Answer length limit in tokens.")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "anthropic:claude-sonnet-4-5": (3.0, 15.0),
+            "anthropic:claude-haiku-4-5": (1.0, 5.0),
+            "openai:gpt-4o": (2.5, 10.0),
+            "openai:gpt-4o-mini": (0.15, 0.6),
+        },
+        description="USD per million input and output tokens, by 'kind:model' (JSON). A model "
+        "not listed costs 0 and its answers are marked as unpriced.",
+    )
+
+    sse_keepalive_s: float = Field(
+        default=10.0,
+        description="Seconds of silence after which an answer stream sends a keepalive comment.",
+    )
+
+    # --- risk and validation -------------------------------------------------------------
+    high_risk_collections: list[str] = Field(
+        default_factory=list,
+        description="Collections whose documents make an answer high-risk (JSON list).",
+    )
+    high_risk_topics: list[str] = Field(
+        default_factory=lambda: [
+            "medical",
+            "legal",
+            "financial",
+        ],
+        description="Topics that make a question high-risk: 'medical', 'legal', 'financial' "
+        "(built-in word lists) or any other word or phrase to match (JSON list).",
+    )
+    grounding_supported_at: float | None = Field(
+        default=None,
+        description="Score (0-1) from which a sentence counts as supported by its source; "
+        "empty uses the checker's measured default.",
+    )
+    high_risk_allow_partial: bool = Field(
+        default=False,
+        description="Whether a high-risk answer may be released with partially supported "
+        "sentences. By default every sentence must be supported.",
+    )
+
+    # --- answer cache -------------------------------------------------------------------
+    cache_enabled: bool = Field(
+        default=True, description="Serve earlier validated answers to the same question."
+    )
+    cache_threshold: float = Field(
+        default=0.95,
+        description="Similarity (0-1) a cached question needs for an ordinary hit. Requests "
+        "may raise it, never lower it.",
+    )
+    cache_fallback_threshold: float = Field(
+        default=0.90,
+        description="Looser similarity used only when every provider has failed; such "
+        "answers are always labelled with their age.",
+    )
+
     # --- first run ----------------------------------------------------------------------
     ingest_own_docs: bool = Field(
         default=True,
@@ -169,6 +264,10 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def cache_shard_dir(self) -> Path:
+        return self.data_dir / "qdrant-edge-cache"
 
     @property
     def shard_dir(self) -> Path:

@@ -35,8 +35,12 @@ class Retriever:
         top_k: int,
         collection: str | None = None,
         mode: SearchMode = "hybrid",
+        vector: list[float] | None = None,
     ) -> list[ChunkHit]:
-        dense = self.embedder.embed_query(query) if mode != "sparse" else None
+        """``vector``: the query's embedding, when the caller already has it."""
+        dense = None
+        if mode != "sparse":
+            dense = vector if vector is not None else self.embedder.embed_query(query)
         sparse = self.sparse.query(query) if mode != "dense" else None
         where = scope(tenant, collection=collection)
         limit = top_k * 2 + 4

@@ -91,3 +91,112 @@ class Chunk(Base):
     page: Mapped[int | None] = mapped_column(Integer, nullable=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_tenant_updated", "tenant", "updated_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation", "conversation_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    answer_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AnswerRecord(Base):
+    """The audit row of one answer: enough to explain it without anything else."""
+
+    __tablename__ = "answers"
+    __table_args__ = (Index("ix_answers_tenant_created", "tenant", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    question: Mapped[str] = mapped_column(Text)
+    condensed_question: Mapped[str] = mapped_column(Text)
+    collection: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    chunk_ids: Mapped[str] = mapped_column(Text, default="[]")
+    prompt_version: Mapped[str] = mapped_column(String(32))
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    risk: Mapped[str] = mapped_column(String(8))
+    risk_reasons: Mapped[str] = mapped_column(Text, default="[]")
+    tier: Mapped[str] = mapped_column(String(16))
+    tier_reasons: Mapped[str] = mapped_column(Text, default="[]")
+    provider: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    provider_path: Mapped[str] = mapped_column(Text, default="[]")
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    usage_estimated: Mapped[bool] = mapped_column(default=False)
+    cost_usd: Mapped[float] = mapped_column(default=0.0)
+    timings: Mapped[str] = mapped_column(Text, default="{}")
+    cache_status: Mapped[str] = mapped_column(String(16))
+    grounding: Mapped[str] = mapped_column(Text, default="[]")
+    validation: Mapped[str] = mapped_column(Text, default="{}")
+    outcome: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewItem(Base):
+    """A high-risk answer that could not be validated, waiting for a person."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (Index("ix_review_items_tenant_status", "tenant", "status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    answer_id: Mapped[str] = mapped_column(String(36))
+    question: Mapped[str] = mapped_column(Text)
+    draft: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    sources: Mapped[str] = mapped_column(Text, default="[]")
+    grounding: Mapped[str] = mapped_column(Text, default="[]")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CacheEntry(Base):
+    """A complete, validated answer that may be served again. ``key`` is the exact-match key
+    (tenant, normalised question, partition); the semantic index holds the same id."""
+
+    __tablename__ = "cache_entries"
+    __table_args__ = (Index("ix_cache_entries_key", "key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    partition: Mapped[str] = mapped_column(String(255))
+    question: Mapped[str] = mapped_column(Text)
+    answer_id: Mapped[str] = mapped_column(String(36))
+    text: Mapped[str] = mapped_column(Text)
+    sources: Mapped[str] = mapped_column(Text)
+    citations: Mapped[str] = mapped_column(Text)
+    grounding: Mapped[str] = mapped_column(Text)
+    cited_versions: Mapped[str] = mapped_column(Text)
+    risk: Mapped[str] = mapped_column(String(8))
+    model: Mapped[str] = mapped_column(String(128))
+    curated: Mapped[bool] = mapped_column(default=False)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

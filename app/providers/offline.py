@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.embeddings import Embedder
-from app.providers import GenerationRequest
+from app.providers import Finished, GenerationRequest, Usage, estimate_tokens
 
 NO_ANSWER = (
     "The documents I can search do not answer this question. The closest passages are listed "
@@ -219,10 +219,16 @@ class OfflineProvider:
         chosen.sort(key=lambda i: (candidates[i].source, candidates[i].position))
         return " ".join(f"{candidates[i].text} [{candidates[i].source}]" for i in chosen)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
         text = await asyncio.to_thread(self.compose, request)
         words = text.split(" ")
         for i in range(0, len(words), 3):
             piece = " ".join(words[i : i + 3])
             yield piece if i == 0 else " " + piece
             await asyncio.sleep(self._pace_s)
+        usage = Usage(
+            estimate_tokens(request.question + "".join(h.text for h in request.sources)),
+            estimate_tokens(text),
+            estimated=True,
+        )
+        yield Finished("stop", usage)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State, UploadFile
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent
 from sqlalchemy import func, select
 
 from app.answer.answer import answer
@@ -26,6 +24,7 @@ from app.models import (
     UploadResult,
 )
 from app.services import Services
+from app.web.sse import answer_stream
 from ingest import catalog
 from ingest.worker import BackgroundWorker
 
@@ -108,16 +107,13 @@ class SearchController(Controller):
 
     @post("/chat", status_code=200, summary="Ask a question; the answer streams as SSE")
     async def chat(self, state: State, data: ChatRequest) -> ServerSentEvent:
-        """Events: meta, sources, delta, citations, done, or error (see ARCHITECTURE.md)."""
+        """Events: meta, sources, status, delta, reset, citations, grounding, then done or
+        error (see ARCHITECTURE.md); comment lines keep an idle stream open."""
         services = _services(state)
         deps, tenant = services.answers, _tenant(state)
 
-        async def events() -> AsyncIterator[ServerSentEventMessage]:
-            async for event in answer(deps, tenant, data):
-                # json.dumps escapes newlines and U+2028, so content cannot forge SSE fields.
-                yield ServerSentEventMessage(event=event.event, data=json.dumps(event.data))
-
-        return ServerSentEvent(events())
+        interval = services.settings.sse_keepalive_s
+        return ServerSentEvent(answer_stream(answer(deps, tenant, data), interval))
 
 
 @get("/health", sync_to_thread=True, tags=["operations"], summary="Liveness and counts")

@@ -23,6 +23,7 @@ from app.services import Services, ingest_own_docs_once
 from app.settings import Settings
 from app.web.api import DocumentController, SearchController, health
 from app.web.errors import docent_error, http_error, unexpected_error
+from app.web.openai_compat import OpenAICompatController
 from ingest.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             health,
             DocumentController,
             SearchController,
+            OpenAICompatController,
             create_static_files_router(path="/static", directories=[front / "static"]),
         ],
         lifespan=[lifespan],

@@ -1,0 +1,141 @@
+"""Conversations: stored messages, and follow-ups condensed into standalone questions.
+
+Retrieval and the cache see one self-contained question. "And for contractors?" after "How
+many vacation days do employees get?" must search for contractors' vacation days. A language
+model rewrites the follow-up when one is configured; otherwise (or when it fails) a rule joins
+the follow-up to the question it follows.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextlib import aclosing
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from app.answer.prompts import condense_prompt
+from app.db import Database
+from app.db.tables import Conversation, Message, utcnow
+from app.errors import DocentError, NotFound
+from app.providers import Finished, GenerationRequest
+from app.providers.fallback import ChainTrace, Deadlines, FallbackChain
+
+_FOLLOW_UP = re.compile(
+    r"^(and|or|but|also|what about|how about|same for|and for|why|how so|then)\b|"
+    r"\b(it|its|it's|that|this|those|these|they|them|their|he|she|him|her|there)\b",
+    re.IGNORECASE,
+)
+
+
+def looks_like_follow_up(question: str) -> bool:
+    return len(question.split()) <= 12 and bool(_FOLLOW_UP.search(question))
+
+
+def rule_condense(question: str, history: list[tuple[str, str]]) -> str:
+    """The follow-up joined to the user's previous question, when it looks like one."""
+    previous = next((c for r, c in reversed(history) if r == "user"), None)
+    if previous is None or not looks_like_follow_up(question):
+        return question
+    return f"{previous.rstrip()} {question.strip()}"
+
+
+async def condense(
+    question: str,
+    history: list[tuple[str, str]],
+    chain: FallbackChain | None,
+    trace: ChainTrace,
+) -> tuple[str, str]:
+    """(standalone question, method): 'as asked', 'model' or 'rule'."""
+    if not history:
+        return question, "as asked"
+    if chain is not None and not all(p.name == "offline" for p in chain.providers):
+        prompt = condense_prompt(question, history[-6:])
+        request = GenerationRequest(question, [], system=prompt.system, prompt=prompt.user)
+        request.max_tokens = 200
+        deadlines = Deadlines(first_token_s=5.0, stall_s=5.0, total_s=10.0)
+        pieces: list[str] = []
+        llm = [p for p in chain.providers if p.name != "offline"]
+        try:
+            stream = chain.stream(request, deadlines, trace, providers=llm)
+            async with aclosing(stream):
+                async for event in stream:
+                    if isinstance(event, str):
+                        pieces.append(event)
+                    elif isinstance(event, Finished) and event.stop_reason != "stop":
+                        pieces.clear()
+        except DocentError:
+            pieces.clear()
+        text = " ".join("".join(pieces).split()).strip().strip('"')
+        if 3 <= len(text) <= 600:
+            return text, "model"
+    condensed = rule_condense(question, history)
+    return condensed, ("rule" if condensed != question else "as asked")
+
+
+class Conversations:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def history(self, tenant: str, conversation_id: str) -> list[tuple[str, str]]:
+        with self._db.session() as s:
+            conv = s.get(Conversation, conversation_id)
+            if conv is None or conv.tenant != tenant:
+                raise NotFound("That conversation does not exist. Start a new one.")
+            rows = s.scalars(
+                select(Message)
+                .where(Message.tenant == tenant, Message.conversation_id == conversation_id)
+                .order_by(Message.created_at)
+            )
+            return [(m.role, m.content) for m in rows]
+
+    def start(self, tenant: str, first_question: str) -> str:
+        conversation_id = str(uuid.uuid4())
+        title = " ".join(first_question.split())[:120]
+        with self._db.session() as s:
+            s.add(Conversation(id=conversation_id, tenant=tenant, title=title))
+        return conversation_id
+
+    def add_turn(
+        self, tenant: str, conversation_id: str, question: str, answer: str, answer_id: str
+    ) -> None:
+        with self._db.session() as s:
+            conv = s.get(Conversation, conversation_id)
+            if conv is None or conv.tenant != tenant:
+                return
+            now = utcnow()
+            s.add(
+                Message(
+                    id=str(uuid.uuid4()),
+                    tenant=tenant,
+                    conversation_id=conversation_id,
+                    role="user",
+                    content=question,
+                    created_at=now,
+                )
+            )
+            s.add(
+                Message(
+                    id=str(uuid.uuid4()),
+                    tenant=tenant,
+                    conversation_id=conversation_id,
+                    role="assistant",
+                    content=answer,
+                    answer_id=answer_id,
+                    created_at=now + timedelta(microseconds=1),
+                )
+            )
+            conv.updated_at = now
+
+    def list(self, tenant: str, limit: int = 50) -> list[dict[str, object]]:
+        with self._db.session() as s:
+            rows = s.scalars(
+                select(Conversation)
+                .where(Conversation.tenant == tenant)
+                .order_by(Conversation.updated_at.desc())
+                .limit(limit)
+            )
+            return [
+                {"id": c.id, "title": c.title, "updated_at": c.updated_at.isoformat()} for c in rows
+            ]

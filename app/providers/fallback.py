@@ -1,0 +1,311 @@
+"""The provider chain: the one place that retries, falls back, and enforces deadlines.
+
+For each provider in order (skipping those whose circuit is open):
+
+- wait at most ``first_token_s`` for the first piece of text; a provider that does not send
+  one in time is abandoned, not retried;
+- on a retryable failure before the first piece (connection, 5xx, 529, 429 whose Retry-After
+  is at most ``max_retry_wait_s``), retry the same provider once, if the total deadline allows;
+- otherwise move to the next provider, and say so with a ``ChainStatus``.
+
+Once a piece of text has been passed on (``Committed``), a failure is not hidden by splicing
+in another model's words: it is raised as ``StreamInterrupted`` with the partial text, and the
+caller decides (buffered answers restart on the next provider; streamed ones show a reset).
+Between pieces a stall longer than ``stall_s``, or passing the total deadline, is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from app.errors import AllProvidersFailed, ProviderError, StreamInterrupted
+from app.providers import Finished, GenerationRequest, Provider
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    connect_s: float = 1.0
+    first_token_s: float = 8.0
+    stall_s: float = 10.0
+    total_s: float = 60.0
+    max_retry_wait_s: float = 2.0
+
+
+class CircuitBreaker:
+    """Per provider and model: opens after ``consecutive`` failures in a row, or when at least
+    ``ratio`` of the last ``min_requests``+ calls within ``window_s`` failed; after
+    ``cooldown_s`` one probe is let through (half-open), whose outcome closes or reopens it."""
+
+    def __init__(
+        self,
+        clock: Clock = time.monotonic,
+        consecutive: int = 3,
+        ratio: float = 0.5,
+        min_requests: int = 10,
+        window_s: float = 60.0,
+        cooldown_s: float = 30.0,
+    ) -> None:
+        self._clock = clock
+        self._consecutive_limit = consecutive
+        self._ratio = ratio
+        self._min_requests = min_requests
+        self._window_s = window_s
+        self._cooldown_s = cooldown_s
+        self._outcomes: deque[tuple[float, bool]] = deque()
+        self._consecutive = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> Literal["closed", "open", "half_open"]:
+        if self._opened_at is None:
+            return "closed"
+        if self._probing or self._clock() - self._opened_at >= self._cooldown_s:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def record(self, ok: bool) -> None:
+        now = self._clock()
+        if self._probing:
+            self._probing = False
+            self._opened_at = None if ok else now
+            self._consecutive = 0
+            self._outcomes.clear()
+            return
+        self._outcomes.append((now, ok))
+        while self._outcomes and now - self._outcomes[0][0] > self._window_s:
+            self._outcomes.popleft()
+        self._consecutive = 0 if ok else self._consecutive + 1
+        failures = sum(1 for _, good in self._outcomes if not good)
+        if self._consecutive >= self._consecutive_limit or (
+            len(self._outcomes) >= self._min_requests
+            and failures / len(self._outcomes) >= self._ratio
+        ):
+            self._opened_at = now
+            self._outcomes.clear()
+            self._consecutive = 0
+
+
+@dataclass
+class ChainStatus:
+    """A degradation worth telling the user about while they wait."""
+
+    state: Literal["retrying", "fallback"]
+    provider: str
+    reason: str
+    wait_s: float = 0.0
+
+
+@dataclass
+class Committed:
+    """The first piece of text from ``provider`` follows: no more fallback."""
+
+    provider: str
+    model: str
+
+
+@dataclass
+class Attempt:
+    provider: str
+    outcome: str
+    """``ok``, ``skipped`` (circuit open), or the ProviderError kind."""
+    ms: float
+    retry: bool = False
+    detail: str = ""
+
+
+@dataclass
+class ChainTrace:
+    """What the chain did for one answer; goes into the audit row."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def path(self) -> list[dict[str, object]]:
+        return [a.__dict__ for a in self.attempts]
+
+
+ChainEvent = ChainStatus | Committed | str | Finished
+
+
+class FallbackChain:
+    def __init__(
+        self,
+        providers: Sequence[Provider],
+        clock: Clock = time.monotonic,
+        breaker: Callable[[], CircuitBreaker] | None = None,
+    ) -> None:
+        self.providers = list(providers)
+        self._clock = clock
+        make = breaker or (lambda: CircuitBreaker(clock))
+        self.breakers = {p.name: make() for p in self.providers}
+        self.alerts: dict[str, int] = {"provider_auth": 0}
+
+    async def stream(
+        self,
+        request: GenerationRequest,
+        deadlines: Deadlines,
+        trace: ChainTrace,
+        skip: Sequence[str] = (),
+        providers: Sequence[Provider] | None = None,
+    ) -> AsyncGenerator[ChainEvent, None]:
+        """The answer from the first provider that can give one; see the module docstring."""
+        started = self._clock()
+        failures: list[ProviderError] = []
+        skipped: list[str] = []
+        chain = [p for p in (providers or self.providers) if p.name not in skip]
+        for position, provider in enumerate(chain):
+            breaker = self.breakers.setdefault(provider.name, CircuitBreaker(self._clock))
+            if not breaker.allow():
+                skipped.append(provider.name)
+                trace.attempts.append(Attempt(provider.name, "skipped", 0.0))
+                continue
+            retried = False
+            while True:
+                remaining = deadlines.total_s - (self._clock() - started)
+                if remaining <= 0:
+                    raise AllProvidersFailed(failures, skipped)
+                attempt_started = self._clock()
+                committed = False
+                try:
+                    attempt = self._attempt(provider, request, deadlines, remaining)
+                    async with aclosing(attempt):
+                        async for event in attempt:
+                            if isinstance(event, Committed):
+                                committed = True
+                            yield event
+                    breaker.record(True)
+                    trace.attempts.append(
+                        Attempt(provider.name, "ok", self._ms(attempt_started), retried)
+                    )
+                    return
+                except ProviderError as exc:
+                    breaker.record(False)
+                    trace.attempts.append(
+                        Attempt(
+                            provider.name, exc.kind, self._ms(attempt_started), retried, exc.message
+                        )
+                    )
+                    if exc.kind == "auth":
+                        self.alerts["provider_auth"] += 1
+                        log.warning("provider_auth alert: %s", exc.message)
+                    else:
+                        log.info("provider attempt failed: %s", exc.message)
+                    if committed or isinstance(exc, StreamInterrupted):
+                        raise
+                    failures.append(exc)
+                    wait = self._retry_wait(exc, retried, deadlines, started)
+                    if wait is None or breaker.state != "closed":
+                        break
+                    retried = True
+                    yield ChainStatus("retrying", provider.name, exc.kind, wait)
+                    await asyncio.sleep(wait)
+            if position + 1 < len(chain):
+                yield ChainStatus("fallback", provider.name, failures[-1].kind)
+        raise AllProvidersFailed(failures, skipped)
+
+    def _retry_wait(
+        self, exc: ProviderError, retried: bool, deadlines: Deadlines, started: float
+    ) -> float | None:
+        """Seconds to wait before the one same-provider retry, or None for no retry."""
+        if retried or not exc.retryable or exc.kind in ("timeout", "interrupted"):
+            return None
+        wait = exc.retry_after
+        if exc.kind == "rate_limited" and wait is None:
+            return None
+        wait = wait or 0.0
+        if wait > deadlines.max_retry_wait_s:
+            return None
+        if self._clock() - started + wait >= deadlines.total_s:
+            return None
+        return wait
+
+    async def _attempt(
+        self, provider: Provider, request: GenerationRequest, deadlines: Deadlines, budget: float
+    ) -> AsyncGenerator[ChainEvent, None]:
+        end = self._clock() + budget
+        pieces: list[str] = []
+        stream = provider.stream(request)
+        try:
+            first = True
+            while True:
+                wait = min(deadlines.first_token_s if first else deadlines.stall_s, budget)
+                wait = min(wait, end - self._clock())
+                try:
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        event = await anext(stream)
+                except StopAsyncIteration:
+                    error = ProviderError(
+                        f"{provider.name} ended its stream without finishing",
+                        provider=provider.name,
+                        kind="interrupted",
+                        retryable=True,
+                    )
+                    if pieces:
+                        raise StreamInterrupted(error, "".join(pieces)) from None
+                    raise error from None
+                except TimeoutError:
+                    what = (
+                        "the first token"
+                        if first
+                        else ("the next token" if self._clock() < end else "the answer's end")
+                    )
+                    error = ProviderError(
+                        f"{provider.name} did not send {what} in time",
+                        provider=provider.name,
+                        kind="timeout",
+                        retryable=False,
+                    )
+                    if pieces:
+                        raise StreamInterrupted(error, "".join(pieces)) from None
+                    raise error from None
+                except ProviderError as exc:
+                    if pieces:
+                        raise StreamInterrupted(exc, "".join(pieces)) from exc
+                    raise
+                except Exception as exc:  # an adapter bug must not take the answer down
+                    log.exception("%s raised an untranslated error", provider.name)
+                    error = ProviderError(
+                        f"{provider.name} failed unexpectedly ({type(exc).__name__})",
+                        provider=provider.name,
+                        kind="malformed",
+                        retryable=False,
+                    )
+                    if pieces:
+                        raise StreamInterrupted(error, "".join(pieces)) from exc
+                    raise error from exc
+                if first:
+                    first = False
+                    yield Committed(provider.name, provider.model)
+                if isinstance(event, Finished):
+                    yield event
+                    return
+                pieces.append(event)
+                yield event
+        finally:
+            # Closing the provider's generator closes its HTTP stream, at once.
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    def _ms(self, since: float) -> float:
+        return round((self._clock() - since) * 1000, 1)

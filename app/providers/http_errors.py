@@ -1,0 +1,114 @@
+"""What an HTTP failure of a model API means for us, whichever vendor returned it.
+
+Both SDK adapters reduce a vendor exception to (status, headers, error type) and call
+``classify``; the fallback chain reads only the resulting ``ProviderError``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+from app.errors import ProviderError
+
+# Error types carried in response bodies (Anthropic's error.type, OpenAI's error.type/code).
+_OVERLOADED = {"overloaded_error", "overloaded"}
+_SERVER = {"api_error", "server_error", "internal_server_error", "service_unavailable"}
+_RATE = {"rate_limit_error", "rate_limit_exceeded", "insufficient_quota"}
+_AUTH = {"authentication_error", "permission_error", "invalid_api_key"}
+_REFUSED = {"content_filter", "content_policy_violation"}
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    ms = lowered.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify(
+    provider: str,
+    status: int | None,
+    headers: Mapping[str, str],
+    error_type: str | None,
+    detail: str,
+) -> ProviderError:
+    """A ProviderError for an HTTP status (None for an in-band stream error) and body type."""
+    kind: str
+    retryable: bool
+    etype = (error_type or "").lower()
+    if etype in _OVERLOADED or status == 529:
+        kind, retryable = "overloaded", True
+    elif etype in _RATE or status == 429:
+        kind, retryable = "rate_limited", True
+    elif etype in _AUTH or status in (401, 403):
+        kind, retryable = "auth", False
+    elif etype in _REFUSED:
+        kind, retryable = "refused", False
+    elif etype in _SERVER or (status is not None and status >= 500) or status in (408, 409):
+        kind, retryable = "server", True
+    else:
+        kind, retryable = "bad_request", False
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if lowered.get("x-should-retry", "").lower() == "false":
+        retryable = False
+    message = {
+        "overloaded": f"{provider} is overloaded",
+        "rate_limited": f"{provider} is rate limiting Docent",
+        "auth": f"{provider} refused Docent's API key (check its key and permissions)",
+        "refused": f"{provider} declined to answer",
+        "server": f"{provider} had a server error",
+        "bad_request": f"{provider} rejected the request",
+    }[kind]
+    code = f"HTTP {status}" if status else "in-band error"
+    return ProviderError(
+        f"{message} ({code}{', ' + etype if etype else ''}): {detail[:200]}",
+        provider=provider,
+        kind=kind,  # type: ignore[arg-type]
+        retryable=retryable,
+        retry_after=retry_after_seconds(headers),
+        status_code=status,
+    )
+
+
+def transport_error(provider: str, exc: Exception) -> ProviderError | None:
+    """A ProviderError for a raw transport exception an SDK let through (httpx's read
+    timeouts and resets while a stream is iterated), or None if ``exc`` is not one."""
+    module = type(exc).__module__
+    if not module.startswith(("httpx", "httpcore", "h11")) and not isinstance(exc, OSError):
+        return None
+    name = type(exc).__name__
+    if name == "ConnectTimeout" or name == "ConnectError":
+        return ProviderError(
+            f"{provider} could not be reached ({name})",
+            provider=provider,
+            kind="connect",
+            retryable=True,
+        )
+    if "Timeout" in name:
+        return ProviderError(
+            f"{provider} timed out ({name})", provider=provider, kind="timeout", retryable=False
+        )
+    return ProviderError(
+        f"{provider}'s connection broke ({name})",
+        provider=provider,
+        kind="interrupted",
+        retryable=True,
+    )

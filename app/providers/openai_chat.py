@@ -1,0 +1,147 @@
+"""OpenAI chat completions, streaming, through the official SDK. With ``base_url`` any
+OpenAI-compatible server works the same way: vLLM, Ollama, llama.cpp server, LM Studio.
+
+The SDK never retries (``max_retries=0``): the fallback chain is the only retry loop. Every
+SDK exception becomes a ``ProviderError`` here; nothing above this file imports ``openai``.
+A stream that ends without a ``finish_reason`` or ``[DONE]`` is reported as interrupted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from app.errors import ProviderError
+from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens
+from app.providers.http_errors import classify, transport_error
+
+_STOP: dict[str, StopReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "refused",
+    "tool_calls": "stop",
+    "function_call": "stop",
+}
+
+
+def translate(provider: str, exc: Exception) -> ProviderError:
+    """The vendor exception as Docent's ProviderError."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        if type(exc.__cause__).__name__ == "ConnectTimeout":
+            return ProviderError(
+                f"{provider} did not accept a connection in time",
+                provider=provider,
+                kind="connect",
+                retryable=True,
+            )
+        return ProviderError(
+            f"{provider} timed out", provider=provider, kind="timeout", retryable=False
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(
+            f"{provider} could not be reached ({type(exc.__cause__).__name__})",
+            provider=provider,
+            kind="connect",
+            retryable=True,
+        )
+    if isinstance(exc, openai.APIStatusError):
+        body: Any = exc.body
+        error = body.get("error", body) if isinstance(body, dict) else None
+        etype = None
+        detail = str(exc)
+        if isinstance(error, dict):
+            etype = error.get("type") or error.get("code")
+            detail = str(error.get("message", detail))
+        status = exc.status_code if exc.status_code >= 300 else None
+        return classify(provider, status, dict(exc.response.headers), etype, detail)
+    if isinstance(exc, openai.APIError):  # an error object inside a 200 stream
+        body = exc.body
+        etype = body.get("type") or body.get("code") if isinstance(body, dict) else None
+        return classify(provider, None, {}, str(etype) if etype else "server_error", exc.message)
+    if isinstance(exc, openai.OpenAIError | ValueError | KeyError | TypeError):
+        return ProviderError(
+            f"{provider} sent a response Docent could not read ({type(exc).__name__})",
+            provider=provider,
+            kind="malformed",
+            retryable=False,
+        )
+    transport = transport_error(provider, exc)
+    if transport is not None:
+        return transport
+    raise exc
+
+
+class OpenAIChatProvider:
+    def __init__(
+        self,
+        model: str,
+        api_key: str | None,
+        base_url: str | None = None,
+        connect_timeout_s: float = 1.0,
+        read_timeout_s: float = 30.0,
+        temperature: float = 0.2,
+    ) -> None:
+        self.model = model
+        self.name = f"openai:{model}"
+        self._temperature = temperature
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or "unset",
+            base_url=base_url,
+            max_retries=0,
+            timeout=openai.Timeout(read_timeout_s, connect=connect_timeout_s),
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
+        messages: list[Any] = [{"role": "system", "content": request.system}]
+        messages += [{"role": role, "content": content} for role, content in request.history]
+        messages.append({"role": "user", "content": request.prompt or request.question})
+        headers = {"x-request-id": request.request_id} if request.request_id else {}
+        usage = Usage()
+        stop: StopReason | None = None
+        sent: list[str] = []
+        try:
+            stream = await self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=request.max_tokens,
+                temperature=self._temperature,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers=headers,
+            )
+        except Exception as exc:
+            raise translate(self.name, exc) from exc
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage.input_tokens = chunk.usage.prompt_tokens or 0
+                    usage.output_tokens = chunk.usage.completion_tokens or 0
+                for choice in chunk.choices[:1]:
+                    text = choice.delta.content if choice.delta else None
+                    if text:
+                        sent.append(text)
+                        yield text
+                    if choice.finish_reason:
+                        stop = _STOP.get(choice.finish_reason, "stop")
+        except Exception as exc:
+            raise translate(self.name, exc) from exc
+        finally:
+            await stream.close()
+        if stop is None:
+            raise ProviderError(
+                f"{self.name}'s stream ended without a finish reason",
+                provider=self.name,
+                kind="interrupted",
+                retryable=True,
+            )
+        if not usage.output_tokens:
+            usage.output_tokens = estimate_tokens("".join(sent))
+            usage.estimated = True
+        yield Finished(stop, usage)
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,290 @@
+"""The answer path end to end in-process: risk tiers, reset, validation, review queue, cache,
+conversations and audit, with scripted providers through the Provider seam."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.answer.answer import REFUSED, SAFE_ANSWER, AnswerDeps, answer
+from app.db.tables import AnswerRecord, CacheEntry, Message, ReviewItem
+from app.embeddings import HashEmbedder
+from app.models import ChatRequest
+from app.providers.fallback import Deadlines, FallbackChain
+from app.services import Services
+from tests.conftest import make_settings
+from tests.fakes.scripted import Say, ScriptedProvider, fail
+
+TENANT = "default"
+LEAVE = (
+    "Parental leave lasts sixteen weeks at full pay. "
+    "Either parent may take it within the first year after the birth."
+)
+DOSE = (
+    "The maximum dose of ibuprofen for adults is 1200 mg a day without a prescription. "
+    "Children must not take it under three months of age."
+)
+TRAVEL = (
+    "Employees book flights through the travel desk two weeks before departure. "
+    "Economy class is the default for flights shorter than six hours."
+)
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    s = Services.build(make_settings(tmp_path / "data"), embedder=HashEmbedder())
+    for name, text in (("leave.txt", LEAVE), ("dose.txt", DOSE), ("travel.txt", TRAVEL)):
+        s.ingestor.receive(TENANT, "default", name, text.encode())
+    s.ingestor.run_pending()
+    yield s
+    s.close()
+
+
+def with_providers(s: Services, *providers: ScriptedProvider, fast: bool = True) -> AnswerDeps:
+    chain = FallbackChain(providers)
+    deps = dataclasses.replace(
+        s.answers, chain=chain, tiers={"small": list(providers), "large": list(providers)}
+    )
+    if fast:
+        d = Deadlines(first_token_s=0.5, stall_s=0.5, total_s=5)
+        deps.config = dataclasses.replace(deps.config, low=d, high=d)
+    return deps
+
+
+def ask(deps: AnswerDeps, question: str, **kw: Any) -> list[tuple[str, dict[str, Any]]]:
+    async def run() -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (e.event, e.data)
+            async for e in answer(deps, TENANT, ChatRequest(question=question, **kw))
+        ]
+
+    return asyncio.run(run())
+
+
+def names(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [n for n, _ in events]
+
+
+def text_of(events: list[tuple[str, dict[str, Any]]]) -> str:
+    return "".join(d["text"] for n, d in events if n == "delta")
+
+
+def last(events: list[tuple[str, dict[str, Any]]], name: str) -> dict[str, Any]:
+    return [d for n, d in events if n == name][-1]
+
+
+def audit(s: Services, answer_id: str) -> AnswerRecord:
+    with s.db.session() as db:
+        row = db.get(AnswerRecord, answer_id)
+        assert row is not None
+        return row
+
+
+def test_low_risk_streams_and_is_audited(services: Services) -> None:
+    a = ScriptedProvider("a")
+    events = ask(with_providers(services, a), "How long is parental leave?")
+    assert names(events)[:2] == ["meta", "sources"]
+    assert names(events)[-3:] == ["citations", "grounding", "done"]
+    assert names(events).count("delta") > 3, "streamed in several pieces"
+    meta, done = last(events, "meta"), last(events, "done")
+    assert meta["risk"] == "low" and meta["cache"] == "miss"
+    assert "sixteen weeks" in done["text"] and done["provider"] == "a"
+    assert last(events, "citations")["citations"][0]["title"] == "leave"
+    grounding = last(events, "grounding")
+    assert grounding["pass_rate"] == 1.0
+    assert grounding["sentences"][0]["verdict"] == "supported"
+    row = audit(services, meta["answer_id"])
+    assert row.outcome == "answered" and row.provider == "a" and row.risk == "low"
+    assert row.prompt_version == "answer-v1" and len(row.prompt_hash) == 64
+    assert json.loads(row.chunk_ids) and json.loads(row.provider_path)[0]["outcome"] == "ok"
+    assert json.loads(row.grounding)[0]["verdict"] == "supported"
+    timings = json.loads(row.timings)
+    assert {"retrieve_ms", "first_token_ms", "total_ms"} <= set(timings)
+    # The prompt carries the sources as delimited data.
+    assert '<source id="1"' in a.requests[0].prompt and a.requests[0].system
+
+
+def test_low_risk_failure_mid_answer_resets_and_replaces(services: Services) -> None:
+    a = ScriptedProvider("a", [Say("Parental leave lasts sixteen weeks [1].", stall_after=3)])
+    b = ScriptedProvider("b")
+    events = ask(with_providers(services, a, b), "How long is parental leave?")
+    seq = names(events)
+    assert "reset" in seq and seq.index("reset") > seq.index("delta")
+    after = events[seq.index("reset") + 1 :]
+    assert last(events, "done")["provider"] == "b"
+    assert "sixteen weeks" in "".join(d["text"] for n, d in after if n == "delta")
+    assert a.closed == 1
+
+
+def test_low_risk_failure_mid_answer_without_a_replacement_is_a_clear_error(
+    services: Services,
+) -> None:
+    a = ScriptedProvider("a", [Say("Parental leave lasts sixteen weeks [1].", stall_after=3)])
+    events = ask(with_providers(services, a), "How long is parental leave?")
+    assert names(events)[-1] == "error"
+    error = last(events, "error")
+    assert error["code"] == "interrupted" and error["retryable"] and error["partial"]
+    assert "incomplete" in error["message"]
+    with services.db.session() as db:
+        assert db.scalar(select(CacheEntry)) is None, "a truncated answer is never cached"
+
+
+def test_high_risk_is_held_until_validated(services: Services) -> None:
+    a = ScriptedProvider("a")
+    events = ask(with_providers(services, a), "What is the maximum dose of ibuprofen?")
+    meta = last(events, "meta")
+    assert meta["risk"] == "high" and "medical" in meta["risk_reasons"][0]
+    seq = names(events)
+    assert seq.index("status") < seq.index("delta")
+    assert last(events, "status")["state"] == "validating"
+    assert "1200 mg" in text_of(events)
+    row = audit(services, meta["answer_id"])
+    assert row.outcome == "answered" and json.loads(row.validation)["passed"]
+
+
+def test_high_risk_unsupported_answer_retries_strictly_then_queues_for_review(
+    services: Services,
+) -> None:
+    wrong = Say("The maximum dose of ibuprofen for adults is 2400 mg a day [1].")
+    a = ScriptedProvider("a", [wrong, wrong])
+    events = ask(with_providers(services, a), "What is the maximum dose of ibuprofen?")
+    assert a.calls == 2 and a.requests[1].strict
+    assert "second attempt" in a.requests[1].system
+    assert "2400" not in text_of(events), "an unvalidated high-risk answer is never shown"
+    assert text_of(events) == SAFE_ANSWER
+    done = last(events, "done")
+    assert done["outcome"] == "queued" and "2400" in " ".join(done["review"]["reasons"])
+    with services.db.session() as db:
+        item = db.scalar(select(ReviewItem))
+        assert item is not None and "2400 mg" in item.draft and item.status == "pending"
+
+
+def test_high_risk_strict_retry_that_passes_is_released(services: Services) -> None:
+    wrong = Say("The maximum dose of ibuprofen for adults is 2400 mg a day [1].")
+    a = ScriptedProvider("a", [wrong])
+    events = ask(with_providers(services, a), "What is the maximum dose of ibuprofen?")
+    assert "1200 mg" in text_of(events) and last(events, "done")["outcome"] == "answered"
+    assert [d["reason"] for n, d in events if n == "status" and d["state"] == "retrying"] == [
+        "validation"
+    ]
+
+
+def test_forged_citations_are_removed_from_high_risk_answers(services: Services) -> None:
+    a = ScriptedProvider(
+        "a",
+        [Say(lambda r: r.sources[0].text.split(". ")[0] + ". [1] [7]")],
+    )
+    events = ask(with_providers(services, a), "What is the maximum dose of ibuprofen?")
+    assert "[7]" not in text_of(events) and "[1]" in text_of(events)
+    assert last(events, "citations")["dangling"] == 1
+
+
+def test_validated_answers_are_cached_and_die_with_their_document(services: Services) -> None:
+    a = ScriptedProvider("a")
+    deps = with_providers(services, a)
+    first = ask(deps, "How long is parental leave?")
+    assert last(first, "meta")["cache"] == "miss"
+    again = ask(deps, "how long is parental leave")
+    assert last(again, "meta")["cache"] == "hit" and a.calls == 1
+    cache = last(again, "done")["cache"]
+    assert cache["status"] == "hit" and cache["match"] == "exact" and cache["age_s"] >= 0
+    assert text_of(again) == last(first, "done")["text"]
+    # A new version of the cited document kills the entry.
+    services.ingestor.receive(TENANT, "default", "leave.txt", (LEAVE + " It is paid.").encode())
+    services.ingestor.run_pending()
+    third = ask(deps, "How long is parental leave?")
+    assert last(third, "meta")["cache"] == "miss" and a.calls == 2
+
+
+def test_all_providers_down_serves_a_labelled_cached_answer(services: Services) -> None:
+    healthy = ScriptedProvider("a")
+    ask(with_providers(services, healthy), "How long is parental leave?")
+    down = ScriptedProvider("a", [fail("server", True), fail("server", True)])
+    events = ask(with_providers(services, down), "How long is parental leave?", use_cache=False)
+    # use_cache=False skips ordinary hits; the fallback still saves the answer.
+    done = last(events, "done")
+    assert done["cache"]["status"] == "fallback" and "created_at" in done["cache"]
+    assert any(d.get("state") == "cache" for n, d in events if n == "status")
+    assert "sixteen weeks" in text_of(events)
+
+
+def test_all_providers_down_and_no_cache_is_a_clear_error(services: Services) -> None:
+    a = ScriptedProvider("a", [fail("auth", False)])
+    b = ScriptedProvider("b", [fail("server", True), fail("server", True)])
+    events = ask(with_providers(services, a, b), "How long is parental leave?")
+    assert names(events)[-1] == "error"
+    error = last(events, "error")
+    assert error["code"] == "all_providers_unavailable" and error["retryable"]
+    assert "Try again" in error["message"] and error["request_id"]
+    statuses = [d["state"] for n, d in events if n == "status"]
+    assert statuses == ["fallback", "retrying"]
+    assert audit(services, error["request_id"]).outcome == "error"
+
+
+def test_refusal_is_reported_without_falling_back(services: Services) -> None:
+    a = ScriptedProvider("a", [Say("", stop="refused")])
+    b = ScriptedProvider("b")
+    events = ask(with_providers(services, a, b), "How long is parental leave?")
+    assert REFUSED in text_of(events) and b.calls == 0
+    assert last(events, "done")["outcome"] == "refused"
+
+
+def test_truncated_answers_are_marked_and_not_cached(services: Services) -> None:
+    a = ScriptedProvider("a", [Say("Parental leave lasts sixteen weeks [1].", stop="length")])
+    events = ask(with_providers(services, a), "How long is parental leave?")
+    assert last(events, "done")["truncated"] is True
+    with services.db.session() as db:
+        assert db.scalar(select(CacheEntry)) is None
+
+
+def test_follow_ups_are_condensed_and_conversations_stored(services: Services) -> None:
+    a = ScriptedProvider("a")
+    deps = with_providers(services, a)
+    first = ask(deps, "How long is parental leave?")
+    conversation = last(first, "meta")["conversation_id"]
+    follow = ask(deps, "And can either parent take it?", conversation_id=conversation)
+    meta = last(follow, "meta")
+    assert meta["conversation_id"] == conversation
+    assert meta["question"].startswith("How long is parental leave?")
+    with services.db.session() as db:
+        roles = [m.role for m in db.scalars(select(Message).order_by(Message.created_at))]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    foreign = ask(deps, "Hello?", conversation_id="00000000-0000-0000-0000-000000000000")
+    assert last(foreign, "error")["code"] == "not_found"
+
+
+def test_a_client_that_leaves_closes_the_upstream_and_is_audited(services: Services) -> None:
+    a = ScriptedProvider("a", [Say("Parental leave lasts sixteen weeks [1].", stall_after=2)])
+    deps = with_providers(services, a, fast=False)
+
+    async def leave_early() -> str:
+        stream = answer(deps, TENANT, ChatRequest(question="How long is parental leave?"))
+        answer_id = ""
+        async for event in stream:
+            if event.event == "meta":
+                answer_id = event.data["answer_id"]
+            if event.event == "delta":
+                break
+        await stream.aclose()
+        return answer_id
+
+    answer_id = asyncio.run(leave_early())
+    assert a.closed == 1
+    assert audit(services, answer_id).outcome == "abandoned"
+
+
+def test_no_sources_says_so_without_calling_a_model(tmp_path: Path) -> None:
+    s = Services.build(make_settings(tmp_path / "empty"), embedder=HashEmbedder())
+    try:
+        a = ScriptedProvider("a")
+        events = ask(with_providers(s, a), "How long is parental leave?")
+        assert "no documents" in text_of(events).lower() and a.calls == 0
+    finally:
+        s.close()

@@ -1,0 +1,217 @@
+"""The fallback chain with scripted in-process providers: retries, fallback, deadlines,
+circuit breakers. The same rules over real SDKs and HTTP are in test_provider_faults.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from app.errors import AllProvidersFailed, ProviderError, StreamInterrupted
+from app.providers import Finished, GenerationRequest, Usage
+from app.providers.fallback import (
+    ChainStatus,
+    ChainTrace,
+    CircuitBreaker,
+    Committed,
+    Deadlines,
+    FallbackChain,
+)
+
+
+def fail(kind: str, retryable: bool, retry_after: float | None = None) -> ProviderError:
+    return ProviderError(
+        f"scripted {kind}", provider="?", kind=kind, retryable=retryable, retry_after=retry_after
+    )  # type: ignore[arg-type]
+
+
+@dataclass
+class Scripted:
+    """Each call pops a step: a ProviderError to raise at once, ("hang", s) to wait before the
+    first token, ("stall_after", k) to stop after k words, or a text to stream."""
+
+    name: str
+    steps: list[Any] = field(default_factory=list)
+    model: str = "m"
+    calls: int = 0
+    closed: int = 0
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | Finished, None]:
+        self.calls += 1
+        step = self.steps.pop(0) if self.steps else "fine answer [1]."
+        try:
+            if isinstance(step, ProviderError):
+                step.provider = self.name
+                raise step
+            if isinstance(step, tuple) and step[0] == "hang":
+                await asyncio.sleep(step[1])
+                step = "late answer."
+            if isinstance(step, tuple) and step[0] == "stall_after":
+                for word in ["partial", "words", "here"][: step[1]]:
+                    yield word + " "
+                await asyncio.sleep(60)
+            for word in str(step).split(" "):
+                yield word + " "
+            yield Finished("stop", Usage(10, 3))
+        finally:
+            self.closed += 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+FAST = Deadlines(first_token_s=0.3, stall_s=0.3, total_s=5.0, max_retry_wait_s=2.0)
+
+
+async def collect(
+    chain: FallbackChain, deadlines: Deadlines = FAST
+) -> tuple[str, list[ChainStatus], ChainTrace, Committed | None]:
+    trace = ChainTrace()
+    text: list[str] = []
+    statuses: list[ChainStatus] = []
+    committed: Committed | None = None
+    async for event in chain.stream(GenerationRequest("q", []), deadlines, trace):
+        if isinstance(event, str):
+            text.append(event)
+        elif isinstance(event, ChainStatus):
+            statuses.append(event)
+        elif isinstance(event, Committed):
+            committed = event
+    return "".join(text), statuses, trace, committed
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_retryable_failure_is_retried_once_on_the_same_provider() -> None:
+    a = Scripted("a", [fail("server", True)])
+    text, statuses, trace, committed = run(collect(FallbackChain([a])))
+    assert text.strip() == "fine answer [1]."
+    assert a.calls == 2 and [s.state for s in statuses] == ["retrying"]
+    assert committed is not None and committed.provider == "a"
+    assert [x.outcome for x in trace.attempts] == ["server", "ok"]
+    assert trace.attempts[1].retry
+
+
+def test_two_retryable_failures_fall_back_after_one_retry() -> None:
+    a = Scripted("a", [fail("overloaded", True), fail("overloaded", True)])
+    b = Scripted("b")
+    _, statuses, _, committed = run(collect(FallbackChain([a, b])))
+    assert a.calls == 2 and b.calls == 1
+    assert [s.state for s in statuses] == ["retrying", "fallback"]
+    assert committed is not None and committed.provider == "b"
+
+
+@pytest.mark.parametrize("kind", ["auth", "bad_request", "malformed", "refused"])
+def test_non_retryable_failures_fall_back_at_once(kind: str) -> None:
+    a, b = Scripted("a", [fail(kind, False)]), Scripted("b")
+    chain = FallbackChain([a, b])
+    run(collect(chain))
+    assert a.calls == 1 and b.calls == 1
+    assert chain.alerts["provider_auth"] == (1 if kind == "auth" else 0)
+
+
+def test_rate_limit_waits_for_a_short_retry_after() -> None:
+    a = Scripted("a", [fail("rate_limited", True, retry_after=0.3)])
+    started = time.monotonic()
+    _, statuses, _, committed = run(collect(FallbackChain([a, Scripted("b")])))
+    assert time.monotonic() - started >= 0.3
+    assert a.calls == 2 and committed is not None and committed.provider == "a"
+    assert statuses[0].wait_s == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("retry_after", [None, 120.0])
+def test_rate_limit_without_a_short_retry_after_falls_back_without_waiting(
+    retry_after: float | None,
+) -> None:
+    a = Scripted("a", [fail("rate_limited", True, retry_after=retry_after)])
+    started = time.monotonic()
+    _, _, _, committed = run(collect(FallbackChain([a, Scripted("b")])))
+    assert time.monotonic() - started < 0.5
+    assert a.calls == 1 and committed is not None and committed.provider == "b"
+
+
+def test_no_first_token_in_time_falls_back_without_retry() -> None:
+    a, b = Scripted("a", [("hang", 5.0)]), Scripted("b")
+    started = time.monotonic()
+    _, statuses, trace, committed = run(collect(FallbackChain([a, b])))
+    assert 0.25 < time.monotonic() - started < 1.5
+    assert a.calls == 1 and a.closed == 1, "the abandoned stream was closed"
+    assert committed is not None and committed.provider == "b"
+    assert trace.attempts[0].outcome == "timeout"
+    assert [s.state for s in statuses] == ["fallback"]
+
+
+def test_a_stall_after_text_is_an_interruption_not_a_fallback() -> None:
+    a, b = Scripted("a", [("stall_after", 2)]), Scripted("b")
+    with pytest.raises(StreamInterrupted) as info:
+        run(collect(FallbackChain([a, b])))
+    assert info.value.partial == "partial words "
+    assert info.value.kind == "timeout"
+    assert b.calls == 0, "never splice two models' answers"
+    assert a.closed == 1
+
+
+def test_all_failing_reports_every_attempt() -> None:
+    a = Scripted("a", [fail("auth", False)])
+    b = Scripted("b", [fail("server", True), fail("server", True)])
+    with pytest.raises(AllProvidersFailed) as info:
+        run(collect(FallbackChain([a, b])))
+    assert [(e.provider, e.kind) for e in info.value.attempts] == [
+        ("a", "auth"),
+        ("b", "server"),
+        ("b", "server"),
+    ]
+    assert "Try again" in info.value.message
+
+
+def test_total_deadline_stops_the_retry() -> None:
+    a = Scripted("a", [fail("server", True, retry_after=0.2)])
+    deadlines = Deadlines(first_token_s=0.3, stall_s=0.3, total_s=0.1)
+    with pytest.raises(AllProvidersFailed):
+        run(collect(FallbackChain([a]), deadlines))
+    assert a.calls == 1
+
+
+def test_circuit_opens_skips_then_probes_once() -> None:
+    clock = Clock()
+    a, b = Scripted("a"), Scripted("b")
+    chain = FallbackChain([a, b], breaker=lambda: CircuitBreaker(clock, cooldown_s=30))
+    for _ in range(3):  # three answers, each failing twice on a (retry), then served by b
+        a.steps += [fail("server", True), fail("server", True)]
+        run(collect(chain))
+    assert chain.breakers["a"].state == "open"
+    assert a.calls == 3, "opened on the third failure in a row: no retry after that"
+    a.steps.clear()
+    calls = a.calls
+    _, statuses, trace, committed = run(collect(chain))
+    assert a.calls == calls, "an open circuit costs the primary no call"
+    assert trace.attempts[0].outcome == "skipped" and not statuses
+    assert committed is not None and committed.provider == "b"
+    clock.now += 31
+    assert chain.breakers["a"].state == "half_open"
+    run(collect(chain))  # the probe succeeds
+    assert a.calls == calls + 1 and chain.breakers["a"].state == "closed"
+
+
+def test_breaker_opens_on_failure_ratio() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(clock, consecutive=100, ratio=0.5, min_requests=10)
+    for i in range(10):
+        assert breaker.state == "closed"
+        breaker.record(i % 2 == 0)
+    assert breaker.state == "open"
+    clock.now += 31
+    assert breaker.allow() and not breaker.allow(), "one probe at a time"
+    breaker.record(False)
+    assert breaker.state == "open"
