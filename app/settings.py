@@ -233,10 +233,11 @@ class Settings(BaseSettings):
     cache_threshold: float = Field(
         default=0.95,
         description="Similarity (0-1) a cached question needs for an ordinary hit. Requests "
-        "may raise it, never lower it.",
+        "may raise it, never lower it. Measured on 444 question pairs with the near-miss "
+        "guard: 0.95 serves 15.5% of paraphrases with no false hit (evals/bench_cache_pairs).",
     )
     cache_fallback_threshold: float = Field(
-        default=0.90,
+        default=0.94,
         description="Looser similarity used only when every provider has failed; such "
         "answers are always labelled with their age.",
     )

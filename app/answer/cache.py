@@ -73,7 +73,7 @@ class AnswerCache:
         index: VectorIndex | None,
         embedder: Embedder,
         threshold: float = 0.95,
-        fallback_threshold: float = 0.90,
+        fallback_threshold: float = 0.94,
     ) -> None:
         self._db = db
         self._index = index

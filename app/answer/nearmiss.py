@@ -403,9 +403,7 @@ def _read_numbers(q: _Question) -> list[_Number]:
             i += 1
             continue
         if number.group == "cardinal":
-            _attach_unit(q, start, i, number)
-            if number.unit is not None:
-                i += 1
+            i += _attach_unit(q, start, i, number)
         q.used.update(range(start, i + 1))
         found.append(number)
         i += 1
@@ -448,21 +446,23 @@ def _read_written(q: _Question, i: int) -> tuple[int, _Number | None]:
     return last, _Number("cardinal", str(total + current), " ".join(words))
 
 
-def _attach_unit(q: _Question, start: int, end: int, number: _Number) -> None:
-    """The unit written after (or the currency sign before) a number."""
+def _attach_unit(q: _Question, start: int, end: int, number: _Number) -> int:
+    """Adds the currency sign before or the unit after a number; returns the tokens it took
+    after the number (0 or 1)."""
     toks = q.tokens
     if start > 0 and toks[start - 1].kind == "cur":
         number.unit, number.unit_shown = _CURRENCY[toks[start - 1].text], toks[start - 1].text
     nxt = toks[end + 1] if end + 1 < len(toks) else None
     if nxt is None:
-        return
+        return 0
     if nxt.kind == "pct" or nxt.low in ("percent", "pct"):
         number.value += "%"
         number.shown += "%"
-        q.used.add(end + 1)
-        return
+        return 1
     if nxt.kind == "word" and nxt.low in _UNITS and (nxt.low != "h" or _adjacent(q, end, end + 1)):
         number.unit, number.unit_shown = _UNITS[nxt.low], nxt.text
+        return 1
+    return 0
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -643,7 +643,7 @@ def _opposites(q: _Question) -> dict[str, list[tuple[int, str]]]:
 
 def _opposites_differ(a: _Question, b: _Question) -> str | None:
     oa, ob = _opposites(a), _opposites(b)
-    for axis in oa.keys() & ob.keys():
+    for axis in sorted(oa.keys() & ob.keys()):
         sa, sb = Counter(s for s, _ in oa[axis]), Counter(s for s, _ in ob[axis])
         if sa - sb and sb - sa:  # neither is contained in the other
             return (
