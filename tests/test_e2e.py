@@ -136,3 +136,54 @@ def test_cli_goes_through_the_running_server(live_server: LiveServer) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "[1]" in result.stdout or "do not answer" in result.stdout
+
+
+def test_openai_compatible_endpoint_with_the_official_sdk(live_server: LiveServer) -> None:
+    import openai
+
+    wait_until_idle(live_server.url)
+    client = openai.OpenAI(
+        base_url=f"{live_server.url}/v1", api_key="unused", max_retries=0, timeout=60
+    )
+    models = [m.id for m in client.models.list()]
+    assert "docent" in models and "docent/docent-help" in models
+
+    question = [{"role": "user", "content": "How do I upload a document?"}]
+    reply = client.chat.completions.create(model="docent", messages=question)  # type: ignore[arg-type]
+    text = reply.choices[0].message.content or ""
+    assert "upload" in text.lower() and reply.choices[0].finish_reason == "stop"
+    extension = reply.model_extra["docent"]  # type: ignore[index]
+    assert extension["citations"] and extension["answer_id"] in reply.id
+    assert {s["verdict"] for s in extension["grounding"]} <= {"supported", "partial"}
+    if extension["cache"]["status"] == "hit":  # asked before in this session: no tokens spent
+        assert extension["provider"] == "cache" and reply.usage.completion_tokens == 0  # type: ignore[union-attr]
+    else:
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+    chunks = list(
+        client.chat.completions.create(
+            model="docent/docent-help",
+            messages=question,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text, "the cache or the same offline answer gives the same text"
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
+    assert final.model_extra["docent"]["citations"]  # type: ignore[index]
+    assert chunks[-1].usage is not None and not chunks[-1].choices
+
+    fresh = client.chat.completions.create(
+        model="docent",
+        messages=[{"role": "user", "content": "Which settings choose the language model?"}],  # type: ignore[list-item]
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces = list(fresh)
+    assert sum(1 for c in pieces if c.choices and c.choices[0].delta.content) >= 2, "streams"
+    assert pieces[-1].usage is not None and pieces[-1].usage.completion_tokens > 0
+
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="gpt-4o", messages=question)  # type: ignore[arg-type]
+    assert "docent/<collection>" in str(info.value)

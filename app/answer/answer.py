@@ -603,8 +603,8 @@ async def _serve_cached(
                 "checked answer to a similar question.",
             },
         )
-    else:
-        yield AnswerEvent(event="sources", data={"sources": hit.sources})
+    # The cached text's [n] refer to the sources it was written from.
+    yield AnswerEvent(event="sources", data={"sources": hit.sources})
     trail.mark("first_token")
     yield AnswerEvent(event="delta", data={"text": hit.text})
     yield AnswerEvent(event="citations", data={"citations": hit.citations, "dangling": 0})

@@ -9,6 +9,20 @@ const statusLine = document.getElementById("status");
 const answerBox = document.getElementById("answer");
 const sourcesBox = document.getElementById("sources-box");
 const sourcesList = document.getElementById("sources");
+let conversationId = null; // follow-up questions continue the same conversation
+
+const STATUS = {
+  validating: "Checking the answer against the sources before showing it…",
+  retrying: "The model had a problem; trying again…",
+  fallback: "The model is unavailable; asking another one…",
+};
+
+function ago(seconds) {
+  if (seconds < 90) return "a minute ago";
+  if (seconds < 5400) return Math.round(seconds / 60) + " minutes ago";
+  if (seconds < 129600) return Math.round(seconds / 3600) + " hours ago";
+  return Math.round(seconds / 86400) + " days ago";
+}
 
 function parseEvents(buffer) {
   // Returns [events, rest]: complete events and the unfinished tail of the buffer.
@@ -72,7 +86,7 @@ async function ask(question) {
     const response = await fetch("/api/chat", {
       method: "POST",
       headers: { "Content-Type": "application/json", "Accept": "text/event-stream" },
-      body: JSON.stringify({ question }),
+      body: JSON.stringify({ question, conversation_id: conversationId }),
     });
     if (!response.ok || !response.body) {
       let message = "The server could not answer (HTTP " + response.status + "). Try again.";
@@ -89,7 +103,15 @@ async function ask(question) {
       const [events, rest] = parseEvents(buffer);
       buffer = rest;
       for (const ev of events) {
-        if (ev.name === "sources") {
+        if (ev.name === "meta") {
+          conversationId = ev.data.conversation_id || conversationId;
+        } else if (ev.name === "status") {
+          statusLine.textContent = ev.data.message || STATUS[ev.data.state] || "";
+        } else if (ev.name === "reset") {
+          text = "";
+          answerBox.replaceChildren();
+          statusLine.textContent = "The model stopped mid-answer; writing a new one…";
+        } else if (ev.name === "sources") {
           sourceCount = ev.data.sources.length;
           renderSources(ev.data.sources);
           statusLine.textContent = "Writing the answer…";
@@ -98,7 +120,10 @@ async function ask(question) {
           answerBox.textContent = text;
         } else if (ev.name === "done") {
           renderAnswer(ev.data.text, sourceCount);
-          statusLine.textContent = "";
+          const cache = ev.data.cache || {};
+          statusLine.textContent = cache.status === "hit" || cache.status === "fallback"
+            ? "Answered from an earlier checked answer, written " + ago(cache.age_s) + "."
+            : "";
         } else if (ev.name === "error") {
           statusLine.textContent = ev.data.message;
         }
