@@ -167,6 +167,7 @@ class Services:
             log.info("resumed %d interrupted ingestion jobs", pending)
 
     def close(self) -> None:
+        self.answers.lanes.close()
         self.index.close()
         if self.cache_index is not None:
             self.cache_index.close()

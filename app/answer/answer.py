@@ -29,10 +29,12 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from app.answer.audit import Trail, queue_review, record
 from app.answer.cache import AnswerCache, CachedAnswer, partition
@@ -51,6 +53,7 @@ from app.providers.fallback import ChainStatus, ChainTrace, Committed, Deadlines
 from app.providers.offline import NO_SOURCES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 
@@ -76,6 +79,30 @@ class AnswerConfig:
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
+class Lanes:
+    """Threads for blocking work. What stands between a question and its first token (SQL
+    reads, embedding the question, search, high-risk validation) has its own threads, so it
+    never queues behind the grounding, cache and audit writes of answers that are finishing."""
+
+    def __init__(self, fast: int = 8, after: int = 2) -> None:
+        self._fast = ThreadPoolExecutor(fast, thread_name_prefix="answer-fast")
+        self._after = ThreadPoolExecutor(after, thread_name_prefix="answer-after")
+
+    async def fast(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._fast, partial(fn, *args, **kwargs)
+        )
+
+    async def after(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._after, partial(fn, *args, **kwargs)
+        )
+
+    def close(self) -> None:
+        self._fast.shutdown(wait=False, cancel_futures=True)
+        self._after.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class AnswerDeps:
     retriever: Retriever
@@ -88,6 +115,7 @@ class AnswerDeps:
     risk: RiskPolicy = field(default_factory=RiskPolicy)
     cache: AnswerCache | None = None
     config: AnswerConfig = field(default_factory=AnswerConfig)
+    lanes: Lanes = field(default_factory=Lanes)
 
 
 # --- payloads ---------------------------------------------------------------------------------
@@ -213,14 +241,12 @@ async def _answer(
     # 1. The conversation, and a standalone question.
     history: list[tuple[str, str]] = [(m.role, m.content) for m in request.history]
     if request.conversation_id:
-        history = await asyncio.to_thread(
+        history = await deps.lanes.fast(
             deps.conversations.history, trail.tenant, request.conversation_id
         )
         trail.conversation_id = request.conversation_id
     else:
-        trail.conversation_id = await asyncio.to_thread(
-            deps.conversations.start, trail.tenant, request.question
-        )
+        trail.conversation_id = deps.conversations.new_id()
     condense_trace = ChainTrace()
     question, trail.condense_method = await condense(
         request.question, history, deps.chain, condense_trace
@@ -229,8 +255,8 @@ async def _answer(
     trail.mark("condense")
 
     # 2. Sources.
-    vector = await asyncio.to_thread(deps.embedder.embed_query, question)
-    sources = await asyncio.to_thread(
+    vector = await deps.lanes.fast(deps.embedder.embed_query, question)
+    sources = await deps.lanes.fast(
         deps.retriever.search,
         trail.tenant,
         question,
@@ -271,7 +297,7 @@ async def _answer(
     # 4. The cache.
     use_cache = deps.cache is not None and request.use_cache and bool(sources)
     if use_cache and deps.cache is not None:
-        hit = await asyncio.to_thread(
+        hit = await deps.lanes.fast(
             deps.cache.lookup,
             trail.tenant,
             question,
@@ -323,7 +349,7 @@ async def _answer(
         trail.provider_path = chain_trace.path()
         fallback = None
         if deps.cache is not None:
-            fallback = await asyncio.to_thread(
+            fallback = await deps.lanes.fast(
                 deps.cache.lookup, trail.tenant, question, part, fallback=True, vector=vector
             )
         if fallback is None:
@@ -345,7 +371,7 @@ async def _answer(
     cleaned, forged = strip_forged_markers(text, sources)
     forged += outcome.forged
     citations, _ = resolve_citations(cleaned, sources)
-    verdicts = await asyncio.to_thread(_ground, deps, cleaned, sources)
+    verdicts = await deps.lanes.after(_ground, deps, cleaned, sources)
     yield AnswerEvent(event="citations", data={"citations": citations, "dangling": forged})
     grounding = [v.to_event() for v in verdicts]
     trail.grounding = grounding
@@ -368,7 +394,7 @@ async def _answer(
         and pass_rate == 1.0
     )
     if cacheable and deps.cache is not None:
-        await asyncio.to_thread(
+        await deps.lanes.after(
             deps.cache.store,
             tenant=trail.tenant,
             question=question,
@@ -530,7 +556,7 @@ async def _buffered(
             return
         truncated = finished.stop_reason == "length"
         cleaned, _ = strip_forged_markers(draft, sources)
-        verdicts = await asyncio.to_thread(_ground, deps, cleaned, sources)
+        verdicts = await deps.lanes.fast(_ground, deps, cleaned, sources)
         check = validate(
             draft, sources, verdicts, allow_partial=cfg.allow_partial_high, truncated=truncated
         )
@@ -557,9 +583,9 @@ async def _buffered(
     # Not verified: a safe answer, and a person reviews the draft. If the review item cannot be
     # stored, queue_review raises and nothing at all is released (fail closed).
     cleaned, _ = strip_forged_markers(draft, sources)
-    verdicts = await asyncio.to_thread(_ground, deps, cleaned, sources)
+    verdicts = await deps.lanes.after(_ground, deps, cleaned, sources)
     grounding = [v.to_event() for v in verdicts]
-    review_id = await asyncio.to_thread(
+    review_id = await deps.lanes.after(
         queue_review,
         deps.db,
         trail,
@@ -661,7 +687,7 @@ def _done(
 
 async def _remember(deps: AnswerDeps, trail: Trail, question: str, text: str) -> None:
     if trail.conversation_id:
-        await asyncio.to_thread(
+        await deps.lanes.after(
             deps.conversations.add_turn,
             trail.tenant,
             trail.conversation_id,

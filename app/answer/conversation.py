@@ -90,21 +90,25 @@ class Conversations:
             )
             return [(m.role, m.content) for m in rows]
 
-    def start(self, tenant: str, first_question: str) -> str:
-        conversation_id = str(uuid.uuid4())
-        title = " ".join(first_question.split())[:120]
-        with self._db.session() as s:
-            s.add(Conversation(id=conversation_id, tenant=tenant, title=title))
-        return conversation_id
+    @staticmethod
+    def new_id() -> str:
+        """An id for a conversation whose row is written with its first turn, after the
+        answer: starting one costs the first token nothing."""
+        return str(uuid.uuid4())
 
     def add_turn(
         self, tenant: str, conversation_id: str, question: str, answer: str, answer_id: str
     ) -> None:
         with self._db.session() as s:
-            conv = s.get(Conversation, conversation_id)
-            if conv is None or conv.tenant != tenant:
-                return
             now = utcnow()
+            conv = s.get(Conversation, conversation_id)
+            if conv is None:
+                title = " ".join(question.split())[:120]
+                conv = Conversation(id=conversation_id, tenant=tenant, title=title)
+                s.add(conv)
+                s.flush()
+            elif conv.tenant != tenant:
+                return
             s.add(
                 Message(
                     id=str(uuid.uuid4()),
