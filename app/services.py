@@ -18,7 +18,7 @@ from app.embeddings import Embedder, build_embedder
 from app.errors import Unavailable
 from app.index import VectorIndex
 from app.index.sparse import Bm25Encoder
-from app.providers.build import build_tiers
+from app.providers.build import build_judge, build_tiers
 from app.providers.fallback import Deadlines, FallbackChain
 from app.settings import Settings
 from ingest.pipeline import Ingestor
@@ -90,6 +90,7 @@ def build_answers(
     cache_index: VectorIndex | None,
 ) -> AnswerDeps:
     tiers = build_tiers(settings, embedder)
+    judge = build_judge(settings, embedder)
     low = Deadlines(
         settings.connect_timeout_s,
         settings.first_token_low_s,
@@ -118,6 +119,7 @@ def build_answers(
         conversations=Conversations(db),
         risk=RiskPolicy(settings.high_risk_topics, settings.high_risk_collections),
         cache=cache,
+        judge=judge,
         config=AnswerConfig(
             sources=settings.answer_sources,
             low=low,

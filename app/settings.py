@@ -220,6 +220,12 @@ class Settings(BaseSettings):
         description="Score (0-1) from which a sentence counts as supported by its source; "
         "empty uses the checker's measured default.",
     )
+    grounding_judge: str = Field(
+        default="",
+        description="A model that also judges grounding, as 'anthropic:MODEL' or "
+        "'openai:MODEL' (several separated by '->' form a chain). Its verdicts can only make "
+        "the offline checker's stricter; if it fails, high-risk answers are held for review.",
+    )
     high_risk_allow_partial: bool = Field(
         default=False,
         description="Whether a high-risk answer may be released with partially supported "

@@ -288,3 +288,51 @@ def test_no_sources_says_so_without_calling_a_model(tmp_path: Path) -> None:
         assert "no documents" in text_of(events).lower() and a.calls == 0
     finally:
         s.close()
+
+
+def judge_says(*verdicts: str) -> Say:
+    body = {"sentences": [{"sentence": i + 1, "verdict": v} for i, v in enumerate(verdicts)]}
+    return Say("Here is my judgement: " + json.dumps(body))
+
+
+def test_judge_can_only_make_grounding_stricter(services: Services) -> None:
+    a = ScriptedProvider("a")
+    judge = ScriptedProvider("judge", [judge_says("unsupported")])
+    deps = dataclasses.replace(with_providers(services, a), judge=[judge])
+    events = ask(deps, "How long is parental leave?")
+    grounding = last(events, "grounding")
+    assert grounding["method"] == "offline+judge"
+    assert grounding["sentences"][0]["verdict"] == "unsupported"
+    assert "judge: unsupported" in grounding["sentences"][0]["reasons"]
+    assert "<source" in judge.requests[0].prompt and "1. " in judge.requests[0].prompt
+    with services.db.session() as db:
+        assert db.scalar(select(CacheEntry)) is None, "an unsupported answer is not cached"
+    lenient = ScriptedProvider("judge", [judge_says("supported")])
+    wrong = ScriptedProvider("a", [Say("Parental leave lasts 40 weeks at full pay [1].")])
+    deps = dataclasses.replace(with_providers(services, wrong), judge=[lenient])
+    events = ask(deps, "How long is parental leave?")
+    assert last(events, "grounding")["sentences"][0]["verdict"] == "unsupported"
+
+
+def test_high_risk_fails_closed_when_the_judge_is_down(services: Services) -> None:
+    a = ScriptedProvider("a")
+    judge = ScriptedProvider("judge", [fail("server", True), fail("server", True)] * 2)
+    deps = dataclasses.replace(with_providers(services, a), judge=[judge])
+    events = ask(deps, "What is the maximum dose of ibuprofen?")
+    assert text_of(events) == SAFE_ANSWER
+    assert "judge" in " ".join(last(events, "done")["review"]["reasons"])
+    healthy = ScriptedProvider("judge", [judge_says("supported")])
+    deps = dataclasses.replace(with_providers(services, a), judge=[healthy])
+    events = ask(deps, "What is the maximum dose of ibuprofen?")
+    assert "1200 mg" in text_of(events)
+    assert last(events, "grounding")["method"] == "offline+judge"
+
+
+def test_unreadable_judgements_are_ignored() -> None:
+    from app.answer.judge import parse_judgement
+
+    assert parse_judgement("no json here", 1) is None
+    assert parse_judgement('{"sentences": [{"sentence": 2, "verdict": "supported"}]}', 1) is None
+    assert parse_judgement('{"sentences": [{"sentence": 1, "verdict": "maybe"}]}', 1) is None
+    ok = parse_judgement('x {"sentences": [{"sentence": 1, "verdict": "partial"}]} y', 1)
+    assert ok is not None and ok[0].verdict == "partial"

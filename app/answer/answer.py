@@ -40,6 +40,7 @@ from app.answer.audit import Trail, queue_review, record
 from app.answer.cache import AnswerCache, CachedAnswer, partition
 from app.answer.conversation import Conversations, condense
 from app.answer.grounding import SentenceGrounding, ground_sentences, grounding_pass_rate
+from app.answer.judge import judge_grounding
 from app.answer.prompts import answer_prompt
 from app.answer.retrieve import Retriever
 from app.answer.risk import RiskPolicy, choose_tier
@@ -77,6 +78,9 @@ class AnswerConfig:
     allow_partial_high: bool = False
     supported_at: float | None = None
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    judge_deadlines: Deadlines = field(
+        default_factory=lambda: Deadlines(first_token_s=15.0, stall_s=10.0, total_s=30.0)
+    )
 
 
 class Lanes:
@@ -114,6 +118,8 @@ class AnswerDeps:
     conversations: Conversations
     risk: RiskPolicy = field(default_factory=RiskPolicy)
     cache: AnswerCache | None = None
+    judge: list[Provider] | None = None
+    """Providers for the LLM grounding judge (DOCENT_GROUNDING_JUDGE), if configured."""
     config: AnswerConfig = field(default_factory=AnswerConfig)
     lanes: Lanes = field(default_factory=Lanes)
 
@@ -194,6 +200,8 @@ class _Outcome:
         self.text = ""
         self.forged = 0
         """Markers already removed from ``text`` (high risk releases the cleaned text)."""
+        self.verdicts: list[SentenceGrounding] | None = None
+        self.grounding_method = ""
 
 
 # --- the use case -----------------------------------------------------------------------------
@@ -371,12 +379,18 @@ async def _answer(
     cleaned, forged = strip_forged_markers(text, sources)
     forged += outcome.forged
     citations, _ = resolve_citations(cleaned, sources)
-    verdicts = await deps.lanes.after(_ground, deps, cleaned, sources)
     yield AnswerEvent(event="citations", data={"citations": citations, "dangling": forged})
+    if outcome.verdicts is not None:
+        verdicts, method = outcome.verdicts, outcome.grounding_method
+    else:
+        verdicts, method = await _grounding(deps, cleaned, sources, chain_trace, fast=False)
     grounding = [v.to_event() for v in verdicts]
     trail.grounding = grounding
     pass_rate = grounding_pass_rate(verdicts)
-    yield AnswerEvent(event="grounding", data={"sentences": grounding, "pass_rate": pass_rate})
+    yield AnswerEvent(
+        event="grounding",
+        data={"sentences": grounding, "pass_rate": pass_rate, "method": method},
+    )
     trail.mark("grounding")
     check = validate(text, sources, verdicts, allow_partial=True, truncated=truncated)
     if not trail.validation:
@@ -414,6 +428,25 @@ def _ground(deps: AnswerDeps, text: str, sources: list[ChunkHit]) -> list[Senten
     if deps.config.supported_at is not None:
         return ground_sentences(text, sources, deps.embedder, supported_at=deps.config.supported_at)
     return ground_sentences(text, sources, deps.embedder)
+
+
+JUDGE_UNAVAILABLE = "offline; the judge model was unavailable"
+
+
+async def _grounding(
+    deps: AnswerDeps, text: str, sources: list[ChunkHit], trace: ChainTrace, *, fast: bool
+) -> tuple[list[SentenceGrounding], str]:
+    """Offline verdicts, made stricter by the judge model when one is configured."""
+    lane = deps.lanes.fast if fast else deps.lanes.after
+    verdicts = await lane(_ground, deps, text, sources)
+    if not deps.judge:
+        return verdicts, "offline"
+    judged = await judge_grounding(
+        deps.chain, deps.judge, verdicts, sources, trace, deps.config.judge_deadlines
+    )
+    if judged is None:
+        return verdicts, JUDGE_UNAVAILABLE
+    return judged, "offline+judge"
 
 
 async def _generate(
@@ -556,10 +589,13 @@ async def _buffered(
             return
         truncated = finished.stop_reason == "length"
         cleaned, _ = strip_forged_markers(draft, sources)
-        verdicts = await deps.lanes.fast(_ground, deps, cleaned, sources)
+        verdicts, method = await _grounding(deps, cleaned, sources, trace, fast=True)
         check = validate(
             draft, sources, verdicts, allow_partial=cfg.allow_partial_high, truncated=truncated
         )
+        if method == JUDGE_UNAVAILABLE:  # high risk fails closed without its configured check
+            check.passed = False
+            check.reasons.append("the grounding judge model was unavailable")
         trail.validation = {"attempt": attempt, **check.model_dump(exclude={"text"})}
         trail.mark(f"validate_{attempt}")
         if check.passed:
@@ -568,6 +604,7 @@ async def _buffered(
                 yield AnswerEvent(event="delta", data={"text": piece})
             outcome.text = check.text
             outcome.forged = check.forged_markers
+            outcome.verdicts, outcome.grounding_method = verdicts, method
             outcome.finished = Finished(finished.stop_reason, usage)
             return
         reasons = check.reasons
@@ -584,7 +621,7 @@ async def _buffered(
     # stored, queue_review raises and nothing at all is released (fail closed).
     cleaned, _ = strip_forged_markers(draft, sources)
     verdicts = await deps.lanes.after(_ground, deps, cleaned, sources)
-    grounding = [v.to_event() for v in verdicts]
+    grounding = [v.to_event() for v in verdicts]  # offline: what the reviewer sees first
     review_id = await deps.lanes.after(
         queue_review,
         deps.db,

@@ -86,3 +86,12 @@ def build_tiers(settings: Settings, embedder: Embedder) -> dict[str, list[Provid
     large = [get(kind, model) for kind, model in chain]
     smaller = [get(kind, small.get(kind, model)) for kind, model in chain]
     return {"large": large, "small": smaller}
+
+
+def build_judge(settings: Settings, embedder: Embedder) -> list[Provider] | None:
+    if not settings.grounding_judge.strip():
+        return None
+    chain = [(k, m) for k, m in parse_chain(settings.grounding_judge) if k != "offline"]
+    if not chain:
+        raise InvalidRequest("DOCENT_GROUNDING_JUDGE must name a language model, not 'offline'.")
+    return [build_provider(kind, model, settings, embedder) for kind, model in chain]

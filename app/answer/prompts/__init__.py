@@ -21,6 +21,7 @@ from app.models import ChunkHit
 HERE = Path(__file__).parent
 ANSWER_VERSION = "answer-v1"
 CONDENSE_VERSION = "condense-v1"
+JUDGE_VERSION = "judge-v1"
 
 _TAG = re.compile(r"</?\s*source\b[^>]*>", re.IGNORECASE)
 
@@ -51,6 +52,7 @@ class Prompt:
     sha256: str
 
 
+@cache
 def template_hash(version: str) -> str:
     h = hashlib.sha256()
     for path in sorted(HERE.glob(f"{version}.*j2")) + sorted(HERE.glob(f"{version}.j2")):
@@ -78,3 +80,10 @@ def answer_prompt(
 def condense_prompt(question: str, history: list[tuple[str, str]]) -> Prompt:
     text = _env().get_template(f"{CONDENSE_VERSION}.j2").render(question=question, history=history)
     return Prompt("", text.strip(), CONDENSE_VERSION, template_hash(CONDENSE_VERSION))
+
+
+def judge_prompt(sentences: list[str], sources: list[ChunkHit]) -> Prompt:
+    env = _env()
+    system = env.get_template(f"{JUDGE_VERSION}.system.j2").render()
+    user = env.get_template(f"{JUDGE_VERSION}.user.j2").render(sentences=sentences, sources=sources)
+    return Prompt(system.strip(), user.strip(), JUDGE_VERSION, template_hash(JUDGE_VERSION))

@@ -1,0 +1,267 @@
+"""Added time to first byte: what Docent's answer path costs on top of the model.
+
+    python -m evals.bench_answer [--streams 1,50] [--ttft-ms 480] [--embedder hash]
+                                 [--out evals/results/answer.json]
+
+A fake OpenAI-compatible upstream (tests/fakes/llm_server.py) answers every request after
+``--ttft-ms``. Docent runs as ``docent serve`` in a subprocess with ``DOCENT_CHAIN=openai:bench``
+pointed at it, on a data directory holding Docent's own documentation. For each concurrency,
+waves of N streams go side by side: N straight to the upstream (the floor) and N through
+Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). Time to first byte is taken
+when the first text arrives: the first content chunk from the upstream, the first ``delta``
+event from Docent. Reported: medians and p99 of both, and the added time (Docent minus floor)
+at the median and at p99. Low-risk questions, cache off (every answer is generated).
+
+Process layout on a 2-core machine: the server is pinned to CPU 0 and this process (fake
+upstream and load) to CPU 1 when ``taskset`` is available; the pinning is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "evals" / "results" / "answer.json"
+QUESTIONS = [
+    "How do I upload a document?",
+    "Which file types can Docent read?",
+    "How do I search from the command line?",
+    "Where does Docent keep its data?",
+    "How do I ask a question with curl?",
+    "What happens when the documents do not answer a question?",
+    "How do I delete a document?",
+    "Which settings choose the embedding model?",
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    return {
+        "n": len(ms),
+        "median_ms": round(statistics.median(ms), 1) if ms else float("nan"),
+        "p99_ms": round(percentile(ms, 0.99), 1),
+        "max_ms": round(max(ms), 1) if ms else float("nan"),
+    }
+
+
+async def direct_ttfb(client: httpx.AsyncClient, base: str, question: str) -> float:
+    started = time.perf_counter()
+    body = {
+        "model": "bench",
+        "stream": True,
+        "messages": [{"role": "user", "content": question}],
+    }
+    first: float | None = None
+    async with client.stream("POST", f"{base}/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if first is None and line.startswith("data:") and line.strip() != "data: [DONE]":
+                choices = json.loads(line[5:]).get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    first = time.perf_counter()
+    if first is None:
+        raise RuntimeError("the upstream sent no text")
+    return (first - started) * 1000
+
+
+async def docent_ttfb(client: httpx.AsyncClient, url: str, question: str) -> float:
+    started = time.perf_counter()
+    body = {"question": question, "use_cache": False}
+    first: float | None = None
+    terminal = False
+    async with client.stream("POST", f"{url}/api/chat", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if first is None and line.startswith("event: delta"):
+                first = time.perf_counter()
+            if line.startswith(("event: done", "event: error")):
+                terminal = True
+    if first is None or not terminal:
+        raise RuntimeError("Docent's stream ended without text or without a terminal event")
+    return (first - started) * 1000
+
+
+async def run_waves(
+    url: str, upstream: str, streams: int, waves: int
+) -> tuple[list[float], list[float], int]:
+    limits = httpx.Limits(max_connections=streams * 2 + 4, max_keepalive_connections=streams * 2)
+    timeout = httpx.Timeout(60.0)
+    direct: list[float] = []
+    via: list[float] = []
+    failures = 0
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        # Warm-up: connections, the model's first query, SQLite pages.
+        await asyncio.gather(*(docent_ttfb(client, url, q) for q in QUESTIONS[:2]))
+        for wave in range(waves):
+            qs = [QUESTIONS[(wave + i) % len(QUESTIONS)] for i in range(streams)]
+            for label, target in (("direct", direct), ("docent", via)):
+                if label == "direct":
+                    jobs = [direct_ttfb(client, upstream, q) for q in qs]
+                else:
+                    jobs = [docent_ttfb(client, url, q) for q in qs]
+                results = await asyncio.gather(*jobs, return_exceptions=True)
+                for res in results:
+                    if isinstance(res, BaseException):
+                        failures += 1
+                    else:
+                        target.append(res)
+    return direct, via, failures
+
+
+def start_server(
+    data_dir: Path, port: int, env: dict[str, str], pin: bool
+) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "app.cli", "serve"]
+    if pin:
+        cmd = ["taskset", "-c", "0", *cmd]
+    log = (data_dir.parent / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit((data_dir.parent / "server.log").read_text()[-3000:])
+        try:
+            health = httpx.get(f"{url}/health", timeout=2)
+            info = health.json() if health.status_code == 200 else {}
+            if info.get("pending_jobs") == 0 and info.get("documents", 0) > 0:
+                return proc
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("the server did not become ready")
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--streams", default="1,50", help="comma-separated concurrencies")
+    p.add_argument(
+        "--waves", type=int, default=0, help="waves per concurrency (default: 40 at 1, 6 otherwise)"
+    )
+    p.add_argument("--ttft-ms", type=int, default=480)
+    p.add_argument("--embedder", default="hash", choices=("hash", "minilm"))
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT))
+    from tests.fakes.llm_server import FakeLLM, ok
+
+    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    if pin:
+        os.sched_setaffinity(0, {1})
+    work = Path(tempfile.mkdtemp(prefix="docent-bench-answer-"))
+    results: dict[str, Any] = {
+        "command": " ".join(["python -m evals.bench_answer", *(argv or sys.argv[1:])]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load": os.getloadavg(),
+            "python": platform.python_version(),
+            "pinning": "server on CPU 0, upstream fake and load on CPU 1" if pin else "none",
+        },
+        "upstream_ttft_ms": args.ttft_ms,
+        "embedder": args.embedder,
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+        "by_streams": {},
+    }
+    with FakeLLM(models=("bench",)) as fake:
+        fake.default_step = ok(ttft_ms=args.ttft_ms)
+        port = _free_port()
+        env = {
+            **os.environ,
+            "DOCENT_DATA_DIR": str(work / "data"),
+            "DOCENT_PORT": str(port),
+            "DOCENT_EMBEDDER": args.embedder,
+            "DOCENT_CHAIN": "openai:bench",
+            "DOCENT_CHAT_OPENAI_BASE_URL": fake.openai_base_url,
+            "DOCENT_OPENAI_API_KEY": "bench",
+            "DOCENT_INGEST_OWN_DOCS": "true",
+            "DOCENT_MODEL_CACHE": str(ROOT / ".cache" / "models"),
+        }
+        proc = start_server(work / "data", port, env, pin)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for n in [int(x) for x in args.streams.split(",") if x]:
+                waves = args.waves or (40 if n == 1 else 6)
+                print(f"{n} stream(s), {waves} waves ...", flush=True)
+                direct, via, failures = asyncio.run(run_waves(url, fake.openai_base_url, n, waves))
+                d, v = summary(direct), summary(via)
+                row = {
+                    "upstream_direct": d,
+                    "through_docent": v,
+                    "added_median_ms": round(v["median_ms"] - d["median_ms"], 1),
+                    "added_p99_ms": round(v["p99_ms"] - d["p99_ms"], 1),
+                    "failed_or_hung_streams": failures,
+                }
+                results["by_streams"][str(n)] = row
+                print(
+                    f"  upstream TTFB median {d['median_ms']} p99 {d['p99_ms']} ms | through "
+                    f"Docent median {v['median_ms']} p99 {v['p99_ms']} ms | added median "
+                    f"{row['added_median_ms']} ms, p99 {row['added_p99_ms']} ms | failed "
+                    f"{failures}",
+                    flush=True,
+                )
+            results["server_steps_ms"] = step_medians(work / "data" / "docent.db")
+            print(f"median ms per step inside Docent (audit rows): {results['server_steps_ms']}")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            shutil.rmtree(work, ignore_errors=True)
+    results["targets"] = {"added_median_ms": 24, "added_p99_ms": 48}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {args.out}")
+
+
+def step_medians(db: Path) -> dict[str, float]:
+    """Medians of the per-step timings Docent recorded in its audit rows."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        rows = [json.loads(t) for (t,) in conn.execute("SELECT timings FROM answers")]
+    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float)})
+    return {
+        k: round(statistics.median(r[k] for r in rows if k in r), 1)
+        for k in keys
+        if any(k in r for r in rows)
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    main()
