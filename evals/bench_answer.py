@@ -3,8 +3,8 @@
     python -m evals.bench_answer [--streams 1,50] [--ttft-ms 480] [--embedder hash]
                                  [--out evals/results/answer.json]
 
-A fake OpenAI-compatible upstream (tests/fakes/llm_server.py) answers every request after
-``--ttft-ms``. Docent runs as ``docent serve`` in a subprocess with ``DOCENT_CHAIN=openai:bench``
+A fake OpenAI-compatible upstream (tests/fakes/llm_server.py, in its own process) answers
+every request after ``--ttft-ms``. Docent runs as ``docent serve`` in a subprocess with ``DOCENT_CHAIN=openai:bench``
 pointed at it, on a data directory holding Docent's own documentation. For each concurrency,
 waves of N streams go side by side: N straight to the upstream (the floor) and N through
 Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). Time to first byte is taken
@@ -167,9 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT))
-    from tests.fakes.llm_server import FakeLLM, ok
-
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     if pin:
         os.sched_setaffinity(0, {1})
@@ -189,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
         ).stdout.strip(),
         "by_streams": {},
     }
-    with FakeLLM(models=("bench",)) as fake:
-        fake.default_step = ok(ttft_ms=args.ttft_ms)
+    fake = start_fake(args.ttft_ms, pin)
+    upstream = fake.stdout.readline().strip() if fake.stdout else ""
+    try:
         port = _free_port()
         env = {
             **os.environ,
@@ -198,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             "DOCENT_PORT": str(port),
             "DOCENT_EMBEDDER": args.embedder,
             "DOCENT_CHAIN": "openai:bench",
-            "DOCENT_CHAT_OPENAI_BASE_URL": fake.openai_base_url,
+            "DOCENT_CHAT_OPENAI_BASE_URL": upstream,
             "DOCENT_OPENAI_API_KEY": "bench",
             "DOCENT_INGEST_OWN_DOCS": "true",
             "DOCENT_MODEL_CACHE": str(ROOT / ".cache" / "models"),
@@ -209,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
             for n in [int(x) for x in args.streams.split(",") if x]:
                 waves = args.waves or (40 if n == 1 else 6)
                 print(f"{n} stream(s), {waves} waves ...", flush=True)
-                direct, via, failures = asyncio.run(run_waves(url, fake.openai_base_url, n, waves))
+                direct, via, failures = asyncio.run(run_waves(url, upstream, n, waves))
                 d, v = summary(direct), summary(via)
                 row = {
                     "upstream_direct": d,
@@ -235,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
             shutil.rmtree(work, ignore_errors=True)
+    finally:
+        fake.kill()
     results["targets"] = {"added_median_ms": 24, "added_p99_ms": 48}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -253,6 +253,25 @@ def step_medians(db: Path) -> dict[str, float]:
         for k in keys
         if any(k in r for r in rows)
     }
+
+
+FAKE = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests.fakes.llm_server import FakeLLM, ok
+fake = FakeLLM(models=("bench",)).start()
+fake.default_step = ok(ttft_ms={ttft})
+print(fake.openai_base_url, flush=True)
+time.sleep(24 * 3600)
+"""
+
+
+def start_fake(ttft_ms: int, pin: bool) -> subprocess.Popen[str]:
+    """The fake upstream in its own process (its own interpreter lock), on the load's CPU."""
+    cmd = [sys.executable, "-c", FAKE.format(root=str(ROOT), ttft=ttft_ms)]
+    if pin:
+        cmd = ["taskset", "-c", "1", *cmd]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
 
 def _free_port() -> int:

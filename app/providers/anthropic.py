@@ -13,7 +13,7 @@ from typing import Any
 import anthropic
 
 from app.errors import ProviderError
-from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens
+from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens, sse
 from app.providers.http_errors import classify, transport_error
 
 _STOP: dict[str, StopReason] = {
@@ -97,34 +97,46 @@ class AnthropicProvider:
         finished = False
         sent: list[str] = []
         try:
-            stream = await self._client.messages.create(
+            async with self._client.messages.with_streaming_response.create(
                 model=self.model,
                 system=request.system,
                 messages=messages,
                 max_tokens=request.max_tokens,
                 stream=True,
                 extra_headers=headers,
-            )
+            ) as response:
+                async for event in sse.events(response.iter_lines()):
+                    if event.name == "ping":
+                        continue
+                    data = event.json()
+                    if not isinstance(data, dict):
+                        raise ValueError("a stream event is not a JSON object")
+                    kind = data.get("type", event.name)
+                    if kind == "error" or event.name == "error":
+                        error = data.get("error") or {}
+                        raise classify(
+                            self.name, None, {}, error.get("type"), str(error.get("message", ""))
+                        )
+                    if kind == "message_start":
+                        message_usage = (data.get("message") or {}).get("usage") or {}
+                        usage.input_tokens = int(message_usage.get("input_tokens") or 0)
+                    elif kind == "content_block_delta":
+                        delta = data.get("delta") or {}
+                        if delta.get("type") == "text_delta" and delta.get("text"):
+                            sent.append(delta["text"])
+                            yield delta["text"]
+                    elif kind == "message_delta":
+                        reason = (data.get("delta") or {}).get("stop_reason")
+                        if reason:
+                            stop = _STOP.get(reason, "stop")
+                        output = (data.get("usage") or {}).get("output_tokens")
+                        if output:
+                            usage.output_tokens = int(output)
+                    elif kind == "message_stop":
+                        finished = True
+                        break
         except Exception as exc:
             raise translate(self.name, exc) from exc
-        try:
-            async for event in stream:
-                if event.type == "message_start":
-                    usage.input_tokens = event.message.usage.input_tokens or 0
-                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    sent.append(event.delta.text)
-                    yield event.delta.text
-                elif event.type == "message_delta":
-                    if event.delta.stop_reason:
-                        stop = _STOP.get(event.delta.stop_reason, "stop")
-                    if event.usage and event.usage.output_tokens:
-                        usage.output_tokens = event.usage.output_tokens
-                elif event.type == "message_stop":
-                    finished = True
-        except Exception as exc:
-            raise translate(self.name, exc) from exc
-        finally:
-            await stream.close()
         if not finished:
             raise ProviderError(
                 f"{self.name}'s stream ended before message_stop",

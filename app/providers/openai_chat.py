@@ -14,7 +14,7 @@ from typing import Any
 import openai
 
 from app.errors import ProviderError
-from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens
+from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens, sse
 from app.providers.http_errors import classify, transport_error
 
 _STOP: dict[str, StopReason] = {
@@ -75,6 +75,14 @@ def translate(provider: str, exc: Exception) -> ProviderError:
     raise exc
 
 
+def _inband(provider: str, error: Any) -> ProviderError:
+    """An error object sent inside a 200 stream."""
+    if not isinstance(error, dict):
+        return classify(provider, None, {}, "server_error", str(error))
+    etype = error.get("type") or error.get("code") or "server_error"
+    return classify(provider, None, {}, str(etype), str(error.get("message", "")))
+
+
 class OpenAIChatProvider:
     def __init__(
         self,
@@ -102,9 +110,10 @@ class OpenAIChatProvider:
         headers = {"x-request-id": request.request_id} if request.request_id else {}
         usage = Usage()
         stop: StopReason | None = None
+        done = False
         sent: list[str] = []
         try:
-            stream = await self._client.chat.completions.create(
+            async with self._client.chat.completions.with_streaming_response.create(
                 model=self.model,
                 messages=messages,
                 max_tokens=request.max_tokens,
@@ -112,28 +121,32 @@ class OpenAIChatProvider:
                 stream=True,
                 stream_options={"include_usage": True},
                 extra_headers=headers,
-            )
+            ) as response:
+                async for event in sse.events(response.iter_lines()):
+                    if event.data.strip() == "[DONE]":
+                        done = True
+                        break
+                    chunk = event.json()
+                    if not isinstance(chunk, dict):
+                        raise ValueError("a stream chunk is not a JSON object")
+                    if "error" in chunk:
+                        raise _inband(self.name, chunk["error"])
+                    if chunk.get("usage"):
+                        usage.input_tokens = int(chunk["usage"].get("prompt_tokens") or 0)
+                        usage.output_tokens = int(chunk["usage"].get("completion_tokens") or 0)
+                    for choice in (chunk.get("choices") or [])[:1]:
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            sent.append(text)
+                            yield text
+                        if choice.get("finish_reason"):
+                            stop = _STOP.get(choice["finish_reason"], "stop")
         except Exception as exc:
             raise translate(self.name, exc) from exc
-        try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage.input_tokens = chunk.usage.prompt_tokens or 0
-                    usage.output_tokens = chunk.usage.completion_tokens or 0
-                for choice in chunk.choices[:1]:
-                    text = choice.delta.content if choice.delta else None
-                    if text:
-                        sent.append(text)
-                        yield text
-                    if choice.finish_reason:
-                        stop = _STOP.get(choice.finish_reason, "stop")
-        except Exception as exc:
-            raise translate(self.name, exc) from exc
-        finally:
-            await stream.close()
         if stop is None:
             raise ProviderError(
-                f"{self.name}'s stream ended without a finish reason",
+                f"{self.name}'s stream ended without a finish reason"
+                + (" (it sent [DONE])" if done else ""),
                 provider=self.name,
                 kind="interrupted",
                 retryable=True,
