@@ -336,3 +336,21 @@ def test_unreadable_judgements_are_ignored() -> None:
     assert parse_judgement('{"sentences": [{"sentence": 1, "verdict": "maybe"}]}', 1) is None
     ok = parse_judgement('x {"sentences": [{"sentence": 1, "verdict": "partial"}]} y', 1)
     assert ok is not None and ok[0].verdict == "partial"
+
+
+class BrokenEmbedder(HashEmbedder):
+    def embed_query(self, text: str) -> list[float]:
+        raise RuntimeError("embedding service down")
+
+
+def test_retrieval_down_serves_the_exact_cache_or_says_what_to_do(services: Services) -> None:
+    a = ScriptedProvider("a")
+    ask(with_providers(services, a), "How long is parental leave?")
+    deps = dataclasses.replace(with_providers(services, a), embedder=BrokenEmbedder())
+    events = ask(deps, "How long is parental leave?")
+    assert last(events, "done")["cache"]["status"] == "fallback" and a.calls == 1
+    assert "sixteen weeks" in text_of(events)
+    events = ask(deps, "Who books flights?")
+    error = last(events, "error")
+    assert error["code"] == "unavailable" and "cannot search" in error["message"]
+    assert a.calls == 1

@@ -47,7 +47,7 @@ from app.answer.risk import RiskPolicy, choose_tier
 from app.answer.validate import strip_forged_markers, validate
 from app.db import Database
 from app.embeddings import Embedder
-from app.errors import AllProvidersFailed, DocentError, StreamInterrupted
+from app.errors import AllProvidersFailed, DocentError, StreamInterrupted, Unavailable
 from app.models import AnswerEvent, ChatRequest, ChunkHit
 from app.providers import Finished, GenerationRequest, Provider, Usage
 from app.providers.fallback import ChainStatus, ChainTrace, Committed, Deadlines, FallbackChain
@@ -262,16 +262,23 @@ async def _answer(
     trail.condensed_question = question
     trail.mark("condense")
 
-    # 2. Sources.
-    vector = await deps.lanes.fast(deps.embedder.embed_query, question)
-    sources = await deps.lanes.fast(
-        deps.retriever.search,
-        trail.tenant,
-        question,
-        cfg.sources,
-        request.collection,
-        vector=vector,
-    )
+    # 2. Sources. Without the embedder or the index, the exact-match cache is the only way
+    # to answer (it needs neither); otherwise the failure is reported (R8).
+    try:
+        vector = await deps.lanes.fast(deps.embedder.embed_query, question)
+        sources = await deps.lanes.fast(
+            deps.retriever.search,
+            trail.tenant,
+            question,
+            cfg.sources,
+            request.collection,
+            vector=vector,
+        )
+    except Exception as exc:
+        log.warning("retrieval failed for answer %s: %s", trail.answer_id, exc)
+        async for event in _retrieval_down(deps, trail, request, question, exc):
+            yield event
+        return
     trail.chunk_ids = [h.chunk_id for h in sources]
     trail.mark("retrieve")
     source_events = [source_payload(n, h) for n, h in enumerate(sources, start=1)]
@@ -422,6 +429,47 @@ async def _answer(
             model=trail.provider or "",
             vector=vector,
         )
+
+
+async def _retrieval_down(
+    deps: AnswerDeps, trail: Trail, request: ChatRequest, question: str, exc: Exception
+) -> AsyncGenerator[AnswerEvent, None]:
+    risk, trail.risk_reasons = deps.risk.classify(f"{request.question}\n{question}", [])
+    tier, trail.tier_reasons = choose_tier(question, [], follow_up=False)
+    trail.risk, trail.tier = risk, tier
+    version = answer_prompt(question, []).version
+    hit = None
+    # Without sources the tier and the collections' risk are unknown: any tier will do, and
+    # a high-risk entry (validated more strictly) may answer a question that looks low-risk.
+    risks = ["high"] if risk == "high" else ["low", "high"]
+    for r in risks:
+        for t in (tier, "large" if tier == "small" else "small"):
+            if hit is None and deps.cache is not None:
+                part = partition(request.collection, version, t, r)
+                hit = await deps.lanes.fast(deps.cache.lookup_exact, trail.tenant, question, part)
+    if hit is None:
+        raise Unavailable(
+            "Docent cannot search the documents right now (the search index or the embedding "
+            "model is unavailable), so it cannot answer. Try again in a minute; if it keeps "
+            "happening, ask your administrator to check the server log."
+        ) from exc
+    yield AnswerEvent(
+        event="meta",
+        data={
+            "answer_id": trail.answer_id,
+            "conversation_id": trail.conversation_id,
+            "question": question,
+            "risk": risk,
+            "risk_reasons": trail.risk_reasons,
+            "tier": tier,
+            "tier_reasons": trail.tier_reasons,
+            "chain": [],
+            "cache": "fallback",
+            "prompt_version": version,
+        },
+    )
+    async for event in _serve_cached(deps, trail, hit, "fallback", request.question):
+        yield event
 
 
 def _ground(deps: AnswerDeps, text: str, sources: list[ChunkHit]) -> list[SentenceGrounding]:
@@ -662,8 +710,8 @@ async def _serve_cached(
             event="status",
             data={
                 "state": "cache",
-                "message": "The language models are unavailable; this is an earlier "
-                "checked answer to a similar question.",
+                "message": "Docent cannot generate a new answer right now; this is an "
+                "earlier checked answer to the same or a similar question.",
             },
         )
     # The cached text's [n] refer to the sources it was written from.

@@ -124,6 +124,10 @@ class AnswerCache:
                 return found
         return None
 
+    def lookup_exact(self, tenant: str, question: str, part: str) -> CachedAnswer | None:
+        """SQL only: works when the embedder or the index is down."""
+        return self._exact(tenant, question, part)
+
     def _exact(self, tenant: str, question: str, part: str) -> CachedAnswer | None:
         key = exact_key(tenant, question, part)
         with self._db.session() as s:
