@@ -54,7 +54,8 @@ async def answer_stream(
     try:
         async for event in events:
             if event is None:
-                yield ServerSentEventMessage(comment="keepalive")
+                # data=None: otherwise Litestar adds an empty data line, an empty event.
+                yield ServerSentEventMessage(comment="keepalive", data=None)
             else:
                 # json.dumps escapes CR, LF and U+2028: content cannot forge SSE fields.
                 data: Any = json.dumps(event.data)

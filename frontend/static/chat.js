@@ -37,7 +37,7 @@ function parseEvents(buffer) {
       if (line.startsWith("event:")) name = line.slice(6).trim();
       else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
     }
-    if (data.length) events.push({ name, data: JSON.parse(data.join("\n")) });
+    if (data.length && data.join("") !== "") events.push({ name, data: JSON.parse(data.join("\n")) });
   }
   return [events, rest];
 }
