@@ -136,7 +136,7 @@ class LocalDocent:
         return catalog.list_documents(self.services.db, self.services.settings.default_tenant)
 
     def delete(self, document_id: str) -> None:
-        self.services.ingestor.delete_document(self.services.settings.default_tenant, document_id)
+        self.services.delete_document(self.services.settings.default_tenant, document_id)
 
     def close(self) -> None:
         try:

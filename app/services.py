@@ -159,6 +159,13 @@ class Services:
         answers = build_answers(settings, db, retriever, embedder, cache_index)
         return cls(settings, db, index, embedder, ingestor, retriever, answers, cache_index)
 
+    def delete_document(self, tenant: str, document_id: str) -> None:
+        """Delete a document, and at once every cached answer that cites it (lookups would
+        also refuse them, since their cited version is gone)."""
+        self.ingestor.delete_document(tenant, document_id)
+        if self.answers.cache is not None:
+            self.answers.cache.invalidate_document(tenant, document_id)
+
     def recover(self) -> None:
         """After an unclean stop: repair the index from SQL, then finish interrupted jobs."""
         fixed = self.ingestor.reconcile()

@@ -354,3 +354,22 @@ def test_retrieval_down_serves_the_exact_cache_or_says_what_to_do(services: Serv
     error = last(events, "error")
     assert error["code"] == "unavailable" and "cannot search" in error["message"]
     assert a.calls == 1
+
+
+def test_deleting_a_document_drops_the_answers_that_cite_it(services: Services) -> None:
+    a = ScriptedProvider("a")
+    events = ask(with_providers(services, a), "How long is parental leave?")
+    cited = last(events, "citations")["citations"][0]["document_id"]
+    with services.db.session() as db:
+        assert db.scalar(select(CacheEntry)) is not None
+    services.delete_document(TENANT, cited)
+    with services.db.session() as db:
+        assert db.scalar(select(CacheEntry)) is None
+    assert services.cache_index is not None
+    assert services.cache_index.count(scope_of(TENANT)) == 0
+
+
+def scope_of(tenant: str) -> Any:
+    from app.index import scope
+
+    return scope(tenant)

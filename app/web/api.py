@@ -79,7 +79,7 @@ class DocumentController(Controller):
 
     @delete("/documents/{document_id:str}", sync_to_thread=True, summary="Delete a document")
     def delete_document(self, state: State, document_id: str) -> None:
-        _services(state).ingestor.delete_document(_tenant(state), document_id)
+        _services(state).delete_document(_tenant(state), document_id)
 
     @get("/jobs/{job_id:str}", sync_to_thread=True, summary="An ingestion job's progress")
     def get_job(self, state: State, job_id: str) -> JobInfo:
