@@ -4,16 +4,18 @@
                                  [--out evals/results/answer.json]
 
 A fake OpenAI-compatible upstream (tests/fakes/llm_server.py, in its own process) answers
-every request after ``--ttft-ms``. Docent runs as ``docent serve`` in a subprocess with ``DOCENT_CHAIN=openai:bench``
-pointed at it, on a data directory holding Docent's own documentation. For each concurrency,
-waves of N streams go side by side: N straight to the upstream (the floor) and N through
+every request after ``--ttft-ms``. Docent runs as ``docent serve`` in a subprocess with
+``DOCENT_CHAIN=openai:bench`` pointed at it, on a data directory holding Docent's own
+documentation. For each concurrency, waves of N streams go side by side: N straight to the
+upstream (the floor) and N through
 Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). Time to first byte is taken
 when the first text arrives: the first content chunk from the upstream, the first ``delta``
 event from Docent. Reported: medians and p99 of both, and the added time (Docent minus floor)
 at the median and at p99. Low-risk questions, cache off (every answer is generated).
 
-Process layout on a 2-core machine: the server is pinned to CPU 0 and this process (fake
-upstream and load) to CPU 1 when ``taskset`` is available; the pinning is reported.
+Process layout on a 2-core machine: the server is pinned to CPU 0, the fake upstream and this
+process (the load) to CPU 1 when ``taskset`` is available; the pinning is reported. The
+server's CPU time per answer is reported too: it bounds how many streams one core carries.
 """
 
 from __future__ import annotations
@@ -207,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
             for n in [int(x) for x in args.streams.split(",") if x]:
                 waves = args.waves or (40 if n == 1 else 6)
                 print(f"{n} stream(s), {waves} waves ...", flush=True)
+                cpu_before = cpu_seconds(proc.pid)
                 direct, via, failures = asyncio.run(run_waves(url, upstream, n, waves))
+                server_cpu = cpu_seconds(proc.pid) - cpu_before
                 d, v = summary(direct), summary(via)
                 row = {
                     "upstream_direct": d,
@@ -215,13 +219,15 @@ def main(argv: list[str] | None = None) -> None:
                     "added_median_ms": round(v["median_ms"] - d["median_ms"], 1),
                     "added_p99_ms": round(v["p99_ms"] - d["p99_ms"], 1),
                     "failed_or_hung_streams": failures,
+                    # warm-up answers included: 2 per run of waves
+                    "server_cpu_ms_per_answer": round(server_cpu * 1000 / (len(via) + 2), 1),
                 }
                 results["by_streams"][str(n)] = row
                 print(
                     f"  upstream TTFB median {d['median_ms']} p99 {d['p99_ms']} ms | through "
                     f"Docent median {v['median_ms']} p99 {v['p99_ms']} ms | added median "
                     f"{row['added_median_ms']} ms, p99 {row['added_p99_ms']} ms | failed "
-                    f"{failures}",
+                    f"{failures} | server CPU {row['server_cpu_ms_per_answer']} ms an answer",
                     flush=True,
                 )
             results["server_steps_ms"] = step_medians(work / "data" / "docent.db")
@@ -239,6 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {args.out}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def step_medians(db: Path) -> dict[str, float]:
