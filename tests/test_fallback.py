@@ -112,7 +112,21 @@ def test_two_retryable_failures_fall_back_after_one_retry() -> None:
     assert committed is not None and committed.provider == "b"
 
 
-@pytest.mark.parametrize("kind", ["auth", "bad_request", "malformed", "refused"])
+def test_a_refusal_is_an_answer_not_a_reason_to_ask_another_model() -> None:
+    a, b = Scripted("a", [fail("refused", False)]), Scripted("b")
+    events: list[object] = []
+
+    async def go() -> None:
+        chain = FallbackChain([a, b])
+        async for event in chain.stream(GenerationRequest("q", []), FAST, ChainTrace()):
+            events.append(event)
+
+    run(go())
+    assert b.calls == 0
+    assert isinstance(events[-1], Finished) and events[-1].stop_reason == "refused"
+
+
+@pytest.mark.parametrize("kind", ["auth", "bad_request", "malformed"])
 def test_non_retryable_failures_fall_back_at_once(kind: str) -> None:
     a, b = Scripted("a", [fail(kind, False)]), Scripted("b")
     chain = FallbackChain([a, b])

@@ -349,6 +349,7 @@ async def _answer(
         request_id=trail.answer_id,
     )
     deadlines = cfg.high if risk == "high" else cfg.low
+    trail.budget_start = deps.chain.clock()
     chain_trace = ChainTrace(list(condense_trace.attempts))
     outcome = _Outcome()
     try:
@@ -506,8 +507,11 @@ async def _generate(
     trace: ChainTrace,
     skip: Sequence[str],
 ) -> AsyncGenerator[AnswerEvent | str | Finished, None]:
-    """The chain's output as status events, text pieces and one Finished."""
-    stream = deps.chain.stream(generation, deadlines, trace, skip=skip, providers=providers)
+    """The chain's output as status events, text pieces and one Finished. Every generation
+    of one answer (retries, replacements, the stricter attempt) shares its total deadline."""
+    stream = deps.chain.stream(
+        generation, deadlines, trace, skip=skip, providers=providers, since=trail.budget_start
+    )
     async with aclosing(stream):
         async for event in stream:
             if isinstance(event, ChainStatus):
@@ -523,6 +527,8 @@ async def _generate(
             elif isinstance(event, Committed):
                 trail.provider, trail.model = event.provider, event.model
             else:
+                if isinstance(event, str):
+                    trail.generated_chars += len(event)
                 yield event
 
 
@@ -555,13 +561,22 @@ async def _streamed(
                         yield AnswerEvent(event="delta", data={"text": item})
         except StreamInterrupted as exc:
             skip.append(exc.provider)
-            if len(skip) == 1 and any(p.name not in skip for p in providers):
+            assert trail.budget_start is not None
+            left = deadlines.total_s - (deps.chain.clock() - trail.budget_start)
+            # Withdraw the text only if a replacement can still arrive in time; otherwise the
+            # partial text stays, marked incomplete by the error.
+            can_replace = left > min(deadlines.first_token_s, 2.0)
+            if len(skip) == 1 and can_replace and any(p.name not in skip for p in providers):
                 yield AnswerEvent(
                     event="reset",
                     data={
                         "reason": f"{exc.provider} stopped mid-answer ({exc.kind}); "
                         "a replacement answer follows"
                     },
+                )
+                yield AnswerEvent(
+                    event="status",
+                    data={"state": "fallback", "provider": exc.provider, "reason": exc.kind},
                 )
                 outcome.text = ""
                 continue
@@ -570,9 +585,10 @@ async def _streamed(
         break
     assert outcome.finished is not None
     if outcome.finished.stop_reason == "refused":
-        if not outcome.text:
-            yield AnswerEvent(event="delta", data={"text": REFUSED})
-        trail.outcome, trail.text = "refused", outcome.text or REFUSED
+        if outcome.text:  # what was shown is withdrawn: a refusal mid-answer is a refusal
+            yield AnswerEvent(event="reset", data={"reason": "the model declined to answer"})
+        yield AnswerEvent(event="delta", data={"text": REFUSED})
+        trail.outcome, trail.text = "refused", REFUSED
         yield AnswerEvent(event="citations", data={"citations": [], "dangling": 0})
         yield AnswerEvent(event="grounding", data={"sentences": [], "pass_rate": None})
         yield _done(deps, trail, trail.text, outcome.finished.usage, False)

@@ -47,7 +47,10 @@ class Trail:
     outcome: str = "incomplete"
     error_code: str | None = None
     text: str = ""
-    _marks: dict[str, float] = field(default_factory=dict)
+    generated_chars: int = 0
+    """Text received from providers, all attempts together: the basis of usage when an
+    answer ends before its provider reported any (a client that left, a failure)."""
+    budget_start: float | None = None
 
     def mark(self, step: str) -> None:
         """Time since the start at which ``step`` finished, in ms."""
@@ -61,6 +64,9 @@ def record(db: Database, trail: Trail) -> None:
     """Write the audit row. Synchronous on purpose: it runs in ``finally`` blocks of answers a
     client abandoned, where awaiting could be cancelled again; one SQLite insert is short."""
     trail.timings.setdefault("total_ms", trail.elapsed_ms())
+    if trail.output_tokens == 0 and trail.generated_chars:
+        trail.output_tokens = (trail.generated_chars + 3) // 4
+        trail.usage_estimated = True
     try:
         with db.session() as s:
             s.add(

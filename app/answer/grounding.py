@@ -1,24 +1,29 @@
 """Per-sentence grounding of an answer in its sources, offline.
 
 Each sentence of the answer (its [n] markers stripped) is compared with the passages of the
-sources it cites: every sentence of those chunks, and every window of two adjacent sentences.
-A passage's score blends embedding cosine with the share of the sentence's content words it
-contains. Similarity alone cannot tell "14 days" from "30 days", "Leeds" from "Bristol" or "is"
-from "is not", so the most similar passages must also pass three hard checks: every number of
-the sentence appears in the passage, every name or acronym does, and negation agrees.
+sources it cites, or of all sources when it cites none: every sentence of those chunks, and
+every window of two adjacent sentences. A passage's score blends embedding cosine with the
+share of the sentence's content words it contains. Similarity alone cannot tell "14 days" from
+"30 days", "Leeds" from "Bristol", "is" from "is not" or "higher" from "lower", so the most
+similar passages must also pass hard checks: every number of the sentence appears in the
+passage, every name or acronym appears in it (or in the source's title), negation agrees, and
+no word the sentence says went up is said to go down there.
 
-    supported    a passage scores >= ``supported_at`` and passes the hard checks
-    partial      the closest clean passage scores only >= ``partial_at``, or the sentence is
-                 supported by a source other than the one it cites
-    unsupported  the closest passage fails a hard check, or nothing scores >= ``partial_at``
+    supported    the most similar passage that passes the checks scores >= ``supported_at``
+                 (and within ``RESCUE_MARGIN`` of the most similar passage of all)
+    partial      the most similar passage passes the checks but scores only >= ``partial_at``;
+                 or the sentence is supported, but by a source other than the one it cites
+    unsupported  the most similar passages fail a check, or nothing scores >= ``partial_at``
 
-Refusals ("The documents do not answer this question") and fragments ("In short:") state
-nothing that could be wrong: they are marked supported with the reason "not a claim" and
-``claim=False``, and ``grounding_pass_rate`` leaves them out.
+Refusals ("The documents do not answer this question"), fragments ("In short:"), headings and
+questions state nothing that could be wrong: they are marked supported with the reason
+"not a claim" and ``claim=False``, and ``grounding_pass_rate`` leaves them out.
 
 Sources are split here rather than with ``offline.candidate_sentences``: that one drops what
 should not be quoted (short lines, statistics, anything with < or |), but an answer may well
 restate exactly those, so every sentence of a source is a passage.
+
+Measured by ``python -m evals.bench_grounding`` (planted errors in SciFact abstracts).
 """
 
 from __future__ import annotations
@@ -44,11 +49,11 @@ PARTIAL_AT = 0.45
 """Score from which a passage counts as similar at all: below it, "no similar passage"."""
 COSINE_WEIGHT = 0.6
 """Share of the score from embedding cosine; the rest is content-word overlap."""
-RESCUE_MARGIN = 0.1
+RESCUE_MARGIN = 0.05
 """When the most similar passage fails a hard check, another passage supports the sentence
 only if it scores at most this much lower: else it is the contradicted passage that matters."""
 _CHECKED = 8  # hard checks run on this many of the most similar passages
-_SCOPE_WORDS = 6  # a negation applies to at most this many content words after it
+_SCOPE_WORDS = (6, 3)  # content words after a verbal / a nominal negation that it applies to
 
 NOT_A_CLAIM = "not a claim"
 
@@ -188,9 +193,9 @@ _NOT_NEGATION = re.compile(
     r"|\bwhether\s+or\s+not\b",
     re.IGNORECASE,
 )
-_SCOPE_END = re.compile(
-    r"[,;:.!?()\[\]]|\b(?:but|whereas|while|although|though|however|yet|except)\b", re.I
-)
+_SCOPE_END = re.compile(r"[,;:.!?]|\b(?:but|whereas|while|although|though|however|except)\b")
+# "no", "without", "lack of" negate a noun phrase; "not", "never" a verb phrase.
+_NOMINAL_CUE = re.compile(r"(?i)no|none|nor|neither|nobody|nothing|without|lack\w*")
 _REFUSAL = re.compile(
     r"\b(?:documents?|sources?|passages?|context|texts?|excerpts?|information)\b.*"
     r"\b(?:not|n't|cannot|never)\b.*\b(?:answer|cover|contain|mention|say|state|specify|"
@@ -201,18 +206,22 @@ _REFUSAL = re.compile(
     r"|\b(?:try\s+rephrasing|ask\s+again|upload\s+(?:a|some)\b)",
     re.IGNORECASE,
 )
-# Stems (as content_words makes them) of words saying which way something went: + or -, and
-# whether a comparison, a level or a change ("high" is compared with "low", never with "fell").
-_DIRECTION = {
-    **dict.fromkeys(("higher", "greater", "larger", "more", "longer", "faster", "better"), "+cmp"),
-    **dict.fromkeys(("lower", "smaller", "less", "fewer", "shorter", "slower", "worse"), "-cmp"),
-    **dict.fromkeys(("high", "above", "elevat"), "+level"),
-    **dict.fromkeys(("low", "below"), "-level"),
-    **dict.fromkeys(("increas", "rise", "ris", "rose", "improv", "upregulat"), "+change"),
-    **dict.fromkeys(("gain", "enhanc"), "+change"),
-    **dict.fromkeys(("decreas", "reduc", "fall", "fell", "declin", "worsen"), "-change"),
-    **dict.fromkeys(("downregulat", "loss", "diminish"), "-change"),
+# Words saying which way something went (+ or -; signs apart), keyed by their stems.
+_DIRECTION_WORDS = {
+    "+": "higher greater larger more longer faster better high above elevated increase increases "
+    "increased increasing rise rises rose risen improve improves improved upregulated gain gains "
+    "gained enhanced",
+    "-": "lower smaller less fewer shorter slower worse low below decrease decreases decreased "
+    "decreasing reduce reduces reduced reducing reduction fall falls fell fallen decline declines "
+    "declined worsen worsened downregulated loss lost diminished",
+    "+sign": "positive positively",
+    "-sign": "negative negatively",
 }
+# Between a direction word and what it qualifies: "mortality was significantly reduced".
+_DIRECTION_SKIPS = frozenset({
+    "is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "a", "an", "the",
+    "than", "significantly", "much", "slightly", "markedly", "substantially", "somewhat",
+})  # fmt: skip
 _MARKDOWN = re.compile(r"\*\*|__|`")  # bold and code marks; a lone * may be an allele
 
 
@@ -252,9 +261,26 @@ def _names(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _stem(word: str) -> str | None:
+    """content_words' stem of one word, a little further: "reduce" and "reduces" meet."""
+    stems = content_words(word)
+    if not stems:
+        return None
+    stem = next(iter(stems))
+    return stem[:-1] if stem.endswith("e") and len(stem) > 4 else stem
+
+
+def _words(text: str) -> list[str]:
+    stems = (_stem(raw) for raw in re.findall(r"[a-z0-9]+", text.lower()))
+    return [s for s in stems if s]
+
+
+_DIRECTION = {stem: way for way, words in _DIRECTION_WORDS.items() for stem in _words(words)}
+
+
 def _negated_scopes(text: str) -> list[list[str]]:
-    """Content words each negation applies to, in order: those after it up to the end of the
-    clause or the next negation."""
+    """Content words each negation applies to, in order: a few after it, within its clause
+    and before the next negation."""
     masked = _NOT_NEGATION.sub(lambda m: " " * len(m.group()), text)
     cues = list(_NEGATION.finditer(masked))
     scopes = []
@@ -264,8 +290,9 @@ def _negated_scopes(text: str) -> list[list[str]]:
             stop.start() if stop else len(masked),
             cues[n + 1].start() if n + 1 < len(cues) else len(masked),
         )
-        words = [w for token in masked[cue.end() : end].split() for w in content_words(token)]
-        scopes.append(list(dict.fromkeys(words))[:_SCOPE_WORDS])
+        words = [w for w in _words(masked[cue.end() : end]) if not w.isdigit()]
+        limit = _SCOPE_WORDS[bool(_NOMINAL_CUE.fullmatch(cue.group()))]
+        scopes.append(list(dict.fromkeys(words))[:limit])
     return scopes
 
 
@@ -282,7 +309,7 @@ class _Text:
     @classmethod
     def of(cls, text: str, *, passage: bool) -> _Text:
         return cls(
-            words=content_words(text),
+            words=set(_words(text)),
             numbers=_numbers(text, words=passage),
             tokens={t.lower() for t in _TOKEN.findall(text)},
             negations=_negated_scopes(text),
@@ -300,17 +327,21 @@ class _Text:
 
 
 def _directions(text: str) -> dict[tuple[str, str], str]:
-    """(which way, a content word next to the word saying so) -> that word: "lower mortality"
-    gives ("-cmp", "mortality") -> "lower"."""
+    """(which way, the word next to the one saying so) -> that word: "lower mortality" and
+    "mortality was lower" both give ("-", "mortality") -> "lower"."""
     raws = re.findall(r"[a-z0-9]+", text.lower())
-    words = [(stem, raw) for raw in raws for stem in content_words(raw)]
     found: dict[tuple[str, str], str] = {}
-    for i, (stem, raw) in enumerate(words):
-        way = _DIRECTION.get(stem)
-        if way:
-            for near, _ in words[max(0, i - 1) : i] + words[i + 1 : i + 2]:
-                if near.isalpha() and near not in _DIRECTION:
-                    found.setdefault((way, near), raw)
+    for i, raw in enumerate(raws):
+        way = _DIRECTION.get(_stem(raw) or "")
+        if not way:
+            continue
+        for step in (-1, 1):
+            j = i + step
+            while 0 <= j < len(raws) and (raws[j] in _DIRECTION_SKIPS or raws[j].isdigit()):
+                j += step
+            near = _stem(raws[j]) if 0 <= j < len(raws) else None
+            if near and near not in _DIRECTION:
+                found.setdefault((way, near), raw)
     return found
 
 
@@ -364,8 +395,8 @@ def _hard_failures(claim: _Text, names: list[str], passage: _Text, title: set[st
     return reasons
 
 
-def _is_claim(text: str) -> bool:
-    if _REFUSAL.search(text):
+def _is_claim(text: str, heading: bool) -> bool:
+    if heading or text.endswith("?") or _REFUSAL.search(text):
         return False
     if text.endswith(":") and len(text.split()) <= 8 and not any(c.isdigit() for c in text):
         return False  # a lead-in such as "The steps are:"
@@ -469,6 +500,8 @@ def ground_sentences(
     into ``sources``), or against all of them when it cites none."""
     sentences = split_answer(answer)
     claims = [" ".join(_MARKDOWN.sub("", _MARKER.sub("", t)).split()) for _, _, t in sentences]
+    if not sentences:
+        return []
     row_of: dict[str, int] = {}
     passages = _passages(sources, row_of)
     claim_rows = [row_of.setdefault(c, len(row_of)) for c in claims]
@@ -477,11 +510,11 @@ def ground_sentences(
     matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
     titles = [{t.lower() for t in _TOKEN.findall(hit.title)} for hit in sources]
     evidence = _Evidence(passages, matrix, titles, supported_at, partial_at)
-    everything = set(range(1, len(sources) + 1))
 
     results = []
     for index, ((start, end, text), claim) in enumerate(zip(sentences, claims, strict=True)):
-        if not _is_claim(claim):
+        line = answer[answer.rfind("\n", 0, start) + 1 : start]
+        if not _is_claim(claim, heading=line.lstrip().startswith("#")):
             results.append(
                 SentenceGrounding(
                     index=index, text=text, start=start, end=end, verdict="supported",
@@ -493,15 +526,7 @@ def ground_sentences(
         checked = _Claim(_Text.of(claim, passage=False), _names(claim), matrix[claim_rows[index]])
         markers = [int(n) for m in _MARKER.findall(text) for n in re.findall(r"\d+", m)]
         cited = {n for n in markers if 1 <= n <= len(sources)}
-        dangling = sorted(set(markers) - cited)
-        found = evidence.match(checked, cited or everything)
-        if dangling or (cited and found.verdict != "supported"):
-            # The right content under the wrong marker is a citation error, not an invention.
-            elsewhere = evidence.match(checked, everything - cited) if cited else found
-            if elsewhere.verdict == "supported" and elsewhere.passage:
-                wrong = ", ".join(f"[{n}]" for n in sorted(cited) + dangling)
-                because = f"cites {wrong}, but source [{elsewhere.passage.source}] supports it"
-                found = _Match("partial", elsewhere.score, elsewhere.passage, [because])
+        found = _cited_match(evidence, checked, cited, sorted(set(markers) - cited))
         p = found.passage
         results.append(
             SentenceGrounding(
@@ -518,6 +543,29 @@ def ground_sentences(
             )
         )
     return results
+
+
+def _cited_match(
+    evidence: _Evidence, claim: _Claim, cited: set[int], dangling: list[int]
+) -> _Match:
+    """Against the cited sources first. Content that is right under the wrong marker is a
+    citation error, not an invention: partial, with the source that does support it."""
+    everything = set(range(1, len(evidence.titles) + 1))
+    found = evidence.match(claim, cited or everything)
+    if cited and found.verdict != "supported":
+        elsewhere = evidence.match(claim, everything - cited)
+        if elsewhere.verdict == "supported" and elsewhere.passage:
+            wrong = ", ".join(f"[{n}]" for n in sorted(cited))
+            because = f"cites {wrong}, but source [{elsewhere.passage.source}] supports it"
+            return _Match("partial", elsewhere.score, elsewhere.passage, [because])
+    if dangling:
+        wrong = ", ".join(f"[{n}]" for n in dangling)
+        note = f"cites {wrong}, which {'is' if len(dangling) == 1 else 'are'} not a source"
+        verdict: Verdict = (
+            "partial" if not cited and found.verdict == "supported" else found.verdict
+        )
+        return _Match(verdict, found.score, found.passage, [*found.reasons, note])
+    return found
 
 
 def grounding_pass_rate(verdicts: Sequence[SentenceGrounding]) -> float:

@@ -32,11 +32,13 @@ def translate(provider: str, exc: Exception) -> ProviderError:
     if isinstance(exc, anthropic.APITimeoutError):
         cause = type(exc.__cause__).__name__
         if cause == "ConnectTimeout":
+            # A blackholed host: waiting for a second connect timeout only delays the
+            # fallback (refused connections, which fail fast, are retried).
             return ProviderError(
                 f"{provider} did not accept a connection in time",
                 provider=provider,
                 kind="connect",
-                retryable=True,
+                retryable=False,
             )
         return ProviderError(
             f"{provider} timed out", provider=provider, kind="timeout", retryable=False

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from app.errors import AllProvidersFailed, ProviderError, StreamInterrupted
-from app.providers import Finished, GenerationRequest, Provider
+from app.providers import Finished, GenerationRequest, Provider, Usage
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,7 @@ class FallbackChain:
     ) -> None:
         self.providers = list(providers)
         self._clock = clock
+        self.clock = clock
         make = breaker or (lambda: CircuitBreaker(clock))
         self.breakers = {p.name: make() for p in self.providers}
         self.alerts: dict[str, int] = {"provider_auth": 0}
@@ -167,9 +168,12 @@ class FallbackChain:
         trace: ChainTrace,
         skip: Sequence[str] = (),
         providers: Sequence[Provider] | None = None,
+        since: float | None = None,
     ) -> AsyncGenerator[ChainEvent, None]:
-        """The answer from the first provider that can give one; see the module docstring."""
-        started = self._clock()
+        """The answer from the first provider that can give one; see the module docstring.
+        ``since``: when the answer began (``clock()``), if this is not its first generation:
+        retries, replacements and stricter attempts share one total deadline."""
+        started = self._clock() if since is None else since
         failures: list[ProviderError] = []
         skipped: list[str] = []
         chain = [p for p in (providers or self.providers) if p.name not in skip]
@@ -199,7 +203,7 @@ class FallbackChain:
                     )
                     return
                 except ProviderError as exc:
-                    breaker.record(False)
+                    breaker.record(exc.kind == "refused")  # a refusal is not an outage
                     trace.attempts.append(
                         Attempt(
                             provider.name, exc.kind, self._ms(attempt_started), retried, exc.message
@@ -212,6 +216,11 @@ class FallbackChain:
                         log.info("provider attempt failed: %s", exc.message)
                     if committed or isinstance(exc, StreamInterrupted):
                         raise
+                    if exc.kind == "refused":
+                        # A policy refusal is an answer: another model must not get around it.
+                        yield Committed(provider.name, provider.model)
+                        yield Finished("refused", Usage(estimated=True))
+                        return
                     failures.append(exc)
                     wait = self._retry_wait(exc, retried, deadlines, started)
                     if wait is None or breaker.state != "closed":

@@ -49,11 +49,15 @@ def classify(
     headers: Mapping[str, str],
     error_type: str | None,
     detail: str,
+    error_code: str | None = None,
 ) -> ProviderError:
-    """A ProviderError for an HTTP status (None for an in-band stream error) and body type."""
+    """A ProviderError for an HTTP status (None for an in-band stream error) and the body's
+    error type and code (OpenAI puts ``content_policy_violation`` in the code)."""
     kind: str
     retryable: bool
     etype = (error_type or "").lower()
+    if (error_code or "").lower() in _REFUSED | _RATE | _AUTH | _OVERLOADED:
+        etype = (error_code or "").lower()
     if etype in _OVERLOADED or status == 529:
         kind, retryable = "overloaded", True
     elif etype in _RATE or status == 429:
@@ -95,12 +99,12 @@ def transport_error(provider: str, exc: Exception) -> ProviderError | None:
     if not module.startswith(("httpx", "httpcore", "h11")) and not isinstance(exc, OSError):
         return None
     name = type(exc).__name__
-    if name == "ConnectTimeout" or name == "ConnectError":
+    if name in ("ConnectTimeout", "ConnectError"):
         return ProviderError(
             f"{provider} could not be reached ({name})",
             provider=provider,
             kind="connect",
-            retryable=True,
+            retryable=name == "ConnectError",
         )
     if "Timeout" in name:
         return ProviderError(

@@ -32,11 +32,13 @@ def translate(provider: str, exc: Exception) -> ProviderError:
         return exc
     if isinstance(exc, openai.APITimeoutError):
         if type(exc.__cause__).__name__ == "ConnectTimeout":
+            # A blackholed host: waiting for a second connect timeout only delays the
+            # fallback (refused connections, which fail fast, are retried).
             return ProviderError(
                 f"{provider} did not accept a connection in time",
                 provider=provider,
                 kind="connect",
-                retryable=True,
+                retryable=False,
             )
         return ProviderError(
             f"{provider} timed out", provider=provider, kind="timeout", retryable=False
@@ -51,13 +53,15 @@ def translate(provider: str, exc: Exception) -> ProviderError:
     if isinstance(exc, openai.APIStatusError):
         body: Any = exc.body
         error = body.get("error", body) if isinstance(body, dict) else None
-        etype = None
+        etype = code = None
         detail = str(exc)
         if isinstance(error, dict):
             etype = error.get("type") or error.get("code")
+            code = error.get("code")
             detail = str(error.get("message", detail))
         status = exc.status_code if exc.status_code >= 300 else None
-        return classify(provider, status, dict(exc.response.headers), etype, detail)
+        headers = dict(exc.response.headers)
+        return classify(provider, status, headers, etype, detail, str(code) if code else None)
     if isinstance(exc, openai.APIError):  # an error object inside a 200 stream
         body = exc.body
         etype = body.get("type") or body.get("code") if isinstance(body, dict) else None
@@ -80,7 +84,9 @@ def _inband(provider: str, error: Any) -> ProviderError:
     if not isinstance(error, dict):
         return classify(provider, None, {}, "server_error", str(error))
     etype = error.get("type") or error.get("code") or "server_error"
-    return classify(provider, None, {}, str(etype), str(error.get("message", "")))
+    code = error.get("code")
+    message = str(error.get("message", ""))
+    return classify(provider, None, {}, str(etype), message, str(code) if code else None)
 
 
 class OpenAIChatProvider:
