@@ -332,3 +332,30 @@ def test_real_model_flags_planted_errors(minilm: Embedder) -> None:
     assert "number 2.3 not in the source" in reasons[1]
     assert "negation differs" in reasons[2]
     assert reasons[3] == ["no similar passage"]
+
+
+def test_written_out_numbers_in_a_claim_must_match_the_source() -> None:
+    from app.answer.grounding import ground_sentences
+    from app.embeddings import HashEmbedder
+    from app.models import ChunkHit
+
+    source = ChunkHit(
+        chunk_id="c",
+        document_id="d",
+        title="leave",
+        collection="default",
+        version=1,
+        page=None,
+        start=0,
+        end=60,
+        text="Parental leave lasts sixteen weeks at full pay.",
+        score=1.0,
+    )
+    wrong = ground_sentences(
+        "Parental leave lasts forty weeks at full pay [1].", [source], HashEmbedder()
+    )
+    assert wrong[0].verdict == "unsupported" and "forty" in " ".join(wrong[0].reasons)
+    right = ground_sentences(
+        "Parental leave lasts 16 weeks at full pay [1].", [source], HashEmbedder()
+    )
+    assert right[0].verdict == "supported"

@@ -175,12 +175,39 @@ def split_answer(text: str) -> list[tuple[int, int, str]]:
 _NUMBER = re.compile(
     r"(?<![A-Za-z0-9_.])(\d{1,3}(?:,\d{3})+(?!\d)|\d+(?:\.\d+)?|\.\d+)(?![A-Za-z0-9_])"
 )
-_NUMBER_WORDS = {
-    word: str(value)
-    for value, word in enumerate(
-        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_WRITTEN = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(_WRITTEN)}
+_NUMBER_WORDS |= {
+    word: str(10 * tens)
+    for tens, word in enumerate(
+        ("thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"), start=3
     )
 }
+# Written numbers from eleven up are never pronouns or articles ("one", "two groups" may be
+# paraphrased as "it", "both"): a claim's "forty weeks" must be found in its passage.
+_CLAIM_NUMBER_WORDS = {w: v for w, v in _NUMBER_WORDS.items() if int(v) > 10}
 _TOKEN = re.compile(r"[^\W_]+")
 # Lower case or capitalised only: "NO" is as likely nitric oxide as a negation.
 _NEGATION = re.compile(
@@ -226,8 +253,8 @@ _MARKDOWN = re.compile(r"\*\*|__|`")  # bold and code marks; a lone * may be an 
 
 
 def _numbers(text: str, *, words: bool) -> dict[str, str]:
-    """Normalised value -> as written. Written-out numbers count only in passages (words=True):
-    "one" is as often a pronoun as a number."""
+    """Normalised value -> as written. Written-out numbers up to ten count only in passages
+    (words=True): "one" is as often a pronoun as a number; larger ones count everywhere."""
     found: dict[str, str] = {}
     for m in _NUMBER.finditer(text):
         raw = m.group(1)
@@ -236,10 +263,10 @@ def _numbers(text: str, *, words: bool) -> dict[str, str]:
             value = value.rstrip("0").rstrip(".")
         whole, _, frac = value.partition(".")
         found.setdefault((whole.lstrip("0") or "0") + ("." + frac if frac else ""), raw)
-    if words:
-        for token in _TOKEN.findall(text.lower()):
-            if token in _NUMBER_WORDS:
-                found.setdefault(_NUMBER_WORDS[token], token)
+    table = _NUMBER_WORDS if words else _CLAIM_NUMBER_WORDS
+    for token in _TOKEN.findall(text.lower()):
+        if token in table:
+            found.setdefault(table[token], token)
     return found
 
 
