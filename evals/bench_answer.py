@@ -6,10 +6,12 @@
 A fake OpenAI-compatible upstream (tests/fakes/llm_server.py, in its own process) answers
 every request after ``--ttft-ms``. Docent runs as ``docent serve`` in a subprocess with
 ``DOCENT_CHAIN=openai:bench`` pointed at it, on a data directory holding Docent's own
-documentation. For each concurrency, waves of N streams go side by side: N straight to the
-upstream (the floor) and N through
-Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). Time to first byte is taken
-when the first text arrives: the first content chunk from the upstream, the first ``delta``
+documentation. Streams go side by side: straight to the upstream (the floor) and through
+Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). ``--shape steady`` (default)
+keeps N streams in flight, each client asking again when its answer ends and alternating
+upstream and Docent; ``--shape burst`` sends waves of N to each at the same instant, the
+worst case. Time to first byte is taken when the first text arrives: the first content chunk
+from the upstream, the first ``delta``
 event from Docent. Reported: medians and p99 of both, and the added time (Docent minus floor)
 at the median and at p99. Low-risk questions, cache off (every answer is generated).
 
@@ -25,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -132,6 +135,39 @@ async def run_waves(
     return direct, via, failures
 
 
+async def run_steady(
+    url: str, upstream: str, streams: int, seconds: float
+) -> tuple[list[float], list[float], int]:
+    """N streams always in flight: each of N clients asks again as soon as its answer ends,
+    alternating upstream and Docent, with start times spread over one answer's length."""
+    limits = httpx.Limits(max_connections=streams * 2 + 4, max_keepalive_connections=streams * 2)
+    direct: list[float] = []
+    via: list[float] = []
+    failures = 0
+    rng = random.Random(0)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as client:
+        await asyncio.gather(*(docent_ttfb(client, url, q) for q in QUESTIONS[:2]))
+        end = time.monotonic() + seconds
+
+        async def user(i: int) -> None:
+            nonlocal failures
+            await asyncio.sleep(rng.uniform(0, 1.0))
+            n = i
+            while time.monotonic() < end:
+                q = QUESTIONS[n % len(QUESTIONS)]
+                try:
+                    if n % 2:
+                        direct.append(await direct_ttfb(client, upstream, q))
+                    else:
+                        via.append(await docent_ttfb(client, url, q))
+                except Exception:
+                    failures += 1
+                n += 1
+
+        await asyncio.gather(*(user(i) for i in range(streams)))
+    return direct, via, failures
+
+
 def start_server(
     data_dir: Path, port: int, env: dict[str, str], pin: bool
 ) -> subprocess.Popen[bytes]:
@@ -165,6 +201,13 @@ def main(argv: list[str] | None = None) -> None:
         "--waves", type=int, default=0, help="waves per concurrency (default: 40 at 1, 6 otherwise)"
     )
     p.add_argument("--ttft-ms", type=int, default=480)
+    p.add_argument(
+        "--shape",
+        default="steady",
+        choices=("steady", "burst"),
+        help="steady: N streams always in flight; burst: waves of N streams sent at once",
+    )
+    p.add_argument("--seconds", type=float, default=40.0, help="length of a steady run")
     p.add_argument("--embedder", default="hash", choices=("hash", "minilm"))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
@@ -182,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             "pinning": "server on CPU 0, upstream fake and load on CPU 1" if pin else "none",
         },
         "upstream_ttft_ms": args.ttft_ms,
+        "shape": args.shape,
         "embedder": args.embedder,
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -208,9 +252,13 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for n in [int(x) for x in args.streams.split(",") if x]:
                 waves = args.waves or (40 if n == 1 else 6)
-                print(f"{n} stream(s), {waves} waves ...", flush=True)
+                what = f"{waves} waves" if args.shape == "burst" else f"{args.seconds:.0f} s"
+                print(f"{n} stream(s), {args.shape}, {what} ...", flush=True)
                 cpu_before = cpu_seconds(proc.pid)
-                direct, via, failures = asyncio.run(run_waves(url, upstream, n, waves))
+                if args.shape == "burst":
+                    direct, via, failures = asyncio.run(run_waves(url, upstream, n, waves))
+                else:
+                    direct, via, failures = asyncio.run(run_steady(url, upstream, n, args.seconds))
                 server_cpu = cpu_seconds(proc.pid) - cpu_before
                 d, v = summary(direct), summary(via)
                 row = {
