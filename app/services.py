@@ -14,7 +14,7 @@ from app.answer.conversation import Conversations
 from app.answer.retrieve import Retriever
 from app.answer.risk import RiskPolicy
 from app.db import Database
-from app.embeddings import Embedder, build_embedder
+from app.embeddings import Embedder, MemoEmbedder, build_embedder
 from app.errors import Unavailable
 from app.index import VectorIndex
 from app.index.sparse import Bm25Encoder
@@ -114,7 +114,7 @@ def build_answers(
         retriever=retriever,
         chain=FallbackChain(tiers["large"]),
         tiers=tiers,
-        embedder=embedder,
+        embedder=MemoEmbedder(embedder),
         db=db,
         conversations=Conversations(db),
         risk=RiskPolicy(settings.high_risk_topics, settings.high_risk_collections),

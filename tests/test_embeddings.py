@@ -183,3 +183,22 @@ def test_fastembed_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(Unavailable, match="DOCENT_FASTEMBED_MODEL"):
         FastEmbedEmbedder("no-such-org/no-such-model", tmp_path)
+
+
+def test_memo_embedder_embeds_each_text_once() -> None:
+    from app.embeddings import MemoEmbedder
+
+    calls: list[list[str]] = []
+
+    class Counting(HashEmbedder):
+        def embed_documents(self, texts: Any) -> list[list[float]]:
+            calls.append(list(texts))
+            return super().embed_documents(texts)
+
+    memo = MemoEmbedder(Counting(), capacity=2)
+    first = memo.embed_documents(["a b", "c d", "a b"])
+    assert calls == [["a b", "c d"]] and first[0] == first[2]
+    assert memo.embed_documents(["c d", "a b"]) == [first[1], first[0]] and len(calls) == 1
+    memo.embed_documents(["e f"])  # evicts the least recently used ("c d")
+    memo.embed_documents(["c d"])
+    assert calls[-1] == ["c d"]
