@@ -191,6 +191,9 @@ class OnnxMiniLM:
         self._count = token_counter(tokenizer_json)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads would otherwise spin after every call, burning a core's worth
+        # of CPU that concurrent requests need (measured: 22 ms CPU for a 6 ms query).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads > 0:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(
