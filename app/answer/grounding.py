@@ -33,6 +33,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -288,6 +289,7 @@ def _names(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+@lru_cache(maxsize=50_000)
 def _stem(word: str) -> str | None:
     """content_words' stem of one word, a little further: "reduce" and "reduces" meet."""
     stems = content_words(word)
@@ -441,6 +443,12 @@ class _Passage:
     rows: tuple[int, ...]  # rows of the embedding matrix it is made of
 
 
+@lru_cache(maxsize=20_000)
+def _passage_text(text: str) -> _Text:
+    """Popular passages are cited by answer after answer: analyse each once. Read-only."""
+    return _Text.of(text, passage=True)
+
+
 def _passages(sources: list[ChunkHit], row_of: dict[str, int]) -> list[_Passage]:
     passages: list[_Passage] = []
     for n, hit in enumerate(sources, start=1):
@@ -448,7 +456,7 @@ def _passages(sources: list[ChunkHit], row_of: dict[str, int]) -> list[_Passage]
         for s, e in _sentence_spans(hit.text):
             text = " ".join(hit.text[s:e].split())
             row = row_of.setdefault(text, len(row_of))
-            sentences.append(_Passage(n, (s, e), _Text.of(text, passage=True), (row,)))
+            sentences.append(_Passage(n, (s, e), _passage_text(text), (row,)))
         passages.extend(sentences)
         for a, b in itertools.pairwise(sentences):
             passages.append(
@@ -481,14 +489,16 @@ class _Evidence:
     titles: list[set[str]]
     supported_at: float
     partial_at: float
+    _directions: np.ndarray[Any, np.dtype[np.float32]] | None = None
 
     def match(self, claim: _Claim, among: set[int]) -> _Match:
         """The verdict of the most similar passage of the sources ``among`` that passes the
         hard checks; unsupported if the most similar one fails them and none close passes."""
-        passages = [p for p in self.passages if p.source in among]
-        if not passages:
+        chosen = [i for i, p in enumerate(self.passages) if p.source in among]
+        if not chosen:
             return _Match("unsupported", 0.0, None, ["no similar passage"])
-        scores = [self._score(claim, p) for p in passages]
+        passages = [self.passages[i] for i in chosen]
+        scores = self._scores(claim, chosen)
         order = sorted(range(len(passages)), key=lambda i: scores[i], reverse=True)
         top = order[0]
         if scores[top] < self.partial_at:
@@ -507,12 +517,19 @@ class _Evidence:
                 return _Match("partial", scores[i], p, ["only loosely similar to the source"])
         return _Match("unsupported", scores[top], passages[top], top_failures or [])
 
-    def _score(self, claim: _Claim, passage: _Passage) -> float:
-        vector = self.matrix[list(passage.rows)].sum(axis=0)  # a window: the mean direction
-        cosine = float(vector @ claim.vector) / max(float(np.linalg.norm(vector)), 1e-9)
+    def _scores(self, claim: _Claim, chosen: list[int]) -> list[float]:
+        if self._directions is None:
+            # A window's direction is the sum of its sentences' vectors, normalised.
+            sums = np.stack([self.matrix[list(p.rows)].sum(axis=0) for p in self.passages])
+            norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-9)
+            self._directions = sums / norms
+        cosines = self._directions[chosen] @ claim.vector
         words = claim.facts.words
-        overlap = len(words & passage.facts.words) / len(words) if words else 0.0
-        return min(1.0, max(0.0, COSINE_WEIGHT * cosine + (1 - COSINE_WEIGHT) * overlap))
+        out: list[float] = []
+        for i, cosine in zip(chosen, cosines.tolist(), strict=True):
+            overlap = len(words & self.passages[i].facts.words) / len(words) if words else 0.0
+            out.append(min(1.0, max(0.0, COSINE_WEIGHT * cosine + (1 - COSINE_WEIGHT) * overlap)))
+        return out
 
 
 def ground_sentences(
