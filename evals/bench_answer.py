@@ -160,8 +160,10 @@ async def run_steady(
                         direct.append(await direct_ttfb(client, upstream, q))
                     else:
                         via.append(await docent_ttfb(client, url, q))
-                except Exception:
+                except Exception as exc:
                     failures += 1
+                    side = "upstream" if n % 2 else "docent"
+                    print(f"  failed ({side}): {type(exc).__name__}: {exc}", flush=True)
                 n += 1
 
         await asyncio.gather(*(user(i) for i in range(streams)))
