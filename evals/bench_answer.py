@@ -111,7 +111,11 @@ async def docent_ttfb(client: httpx.AsyncClient, url: str, question: str) -> flo
 async def run_waves(
     url: str, upstream: str, streams: int, waves: int
 ) -> tuple[list[float], list[float], int]:
-    limits = httpx.Limits(max_connections=streams * 2 + 4, max_keepalive_connections=streams * 2)
+    # Clients must let idle connections go before the server does (uvicorn: 5 s), or a request
+    # can race the server closing the connection it was sent on.
+    limits = httpx.Limits(
+        max_connections=streams * 2 + 4, max_keepalive_connections=streams * 2, keepalive_expiry=2.0
+    )
     timeout = httpx.Timeout(60.0)
     direct: list[float] = []
     via: list[float] = []
@@ -140,7 +144,11 @@ async def run_steady(
 ) -> tuple[list[float], list[float], int]:
     """N streams always in flight: each of N clients asks again as soon as its answer ends,
     alternating upstream and Docent, with start times spread over one answer's length."""
-    limits = httpx.Limits(max_connections=streams * 2 + 4, max_keepalive_connections=streams * 2)
+    # Clients must let idle connections go before the server does (uvicorn: 5 s), or a request
+    # can race the server closing the connection it was sent on.
+    limits = httpx.Limits(
+        max_connections=streams * 2 + 4, max_keepalive_connections=streams * 2, keepalive_expiry=2.0
+    )
     direct: list[float] = []
     via: list[float] = []
     failures = 0
