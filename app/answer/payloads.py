@@ -1,0 +1,86 @@
+"""The data of answer events: sources, citations, errors, fixed messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from app.errors import AllProvidersFailed, DocentError, StreamInterrupted
+from app.models import AnswerEvent, ChunkHit
+
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+SAFE_ANSWER = (
+    "I could not check an answer to this question against the documents well enough to show "
+    "it, and this topic needs care. A reviewer will look at it. Meanwhile, the passages I "
+    "found are listed under Sources."
+)
+REFUSED = (
+    "The language model declined to answer this question. Rephrase it, or ask your "
+    "administrator if you think it should be answerable."
+)
+
+
+def snippet(text: str, limit: int = 280) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def source_payload(n: int, hit: ChunkHit) -> dict[str, Any]:
+    return {
+        "n": n,
+        "chunk_id": hit.chunk_id,
+        "document_id": hit.document_id,
+        "title": hit.title,
+        "collection": hit.collection,
+        "version": hit.version,
+        "page": hit.page,
+        "start": hit.start,
+        "end": hit.end,
+        "score": hit.score,
+        "snippet": snippet(hit.text),
+    }
+
+
+def resolve_citations(text: str, sources: list[ChunkHit]) -> tuple[list[dict[str, Any]], int]:
+    """Markers that point at a retrieved source, in order of first use, and how many did not."""
+    cited: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    dangling = 0
+    for match in _MARKER.finditer(text):
+        n = int(match.group(1))
+        if not 1 <= n <= len(sources):
+            dangling += 1
+            continue
+        if n in seen:
+            continue
+        seen.add(n)
+        cited.append(source_payload(n, sources[n - 1]))
+    return cited, dangling
+
+
+def release_pieces(text: str, words: int = 4) -> list[str]:
+    """Validated text released in small pieces, so it still reads as a stream."""
+    parts = text.split(" ")
+    return [
+        (" " if i else "") + " ".join(parts[i : i + words]) for i in range(0, len(parts), words)
+    ]
+
+
+def error_event(exc: DocentError, answer_id: str) -> AnswerEvent:
+    data: dict[str, Any] = {
+        "code": exc.code,
+        "message": exc.message,
+        "retryable": exc.status >= 500,
+        "request_id": answer_id,
+    }
+    if isinstance(exc, AllProvidersFailed):
+        data["retry_after"] = 30
+    if isinstance(exc, StreamInterrupted):
+        data["retryable"] = True
+        data["partial"] = True
+        data["message"] = (
+            "The language model stopped in the middle of this answer, so what is shown is "
+            "incomplete. Ask again to get a whole answer."
+        )
+    return AnswerEvent(event="error", data=data)
