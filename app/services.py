@@ -91,19 +91,14 @@ def build_answers(
 ) -> AnswerDeps:
     tiers = build_tiers(settings, embedder)
     judge = build_judge(settings, embedder)
-    low = Deadlines(
-        settings.connect_timeout_s,
-        settings.first_token_low_s,
-        settings.stall_s,
-        settings.total_low_s,
-        settings.max_retry_wait_s,
-    )
-    high = Deadlines(
-        settings.connect_timeout_s,
-        settings.first_token_high_s,
-        settings.stall_s,
-        settings.total_high_s,
-        settings.max_retry_wait_s,
+    low, high = (
+        Deadlines(
+            settings.connect_timeout_s, first, settings.stall_s, total, settings.max_retry_wait_s
+        )
+        for first, total in (
+            (settings.first_token_low_s, settings.total_low_s),
+            (settings.first_token_high_s, settings.total_high_s),
+        )
     )
     cache = None
     if settings.cache_enabled:

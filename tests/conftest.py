@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -78,51 +79,57 @@ class LiveServer:
         self.env = env
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`docent serve` in a subprocess on 127.0.0.1 with the real embedding model, on a fresh
-    data directory, so first-run ingestion of Docent's own docs happens too."""
+@contextmanager
+def docent_serve(data_dir: Path, env: dict[str, str], timeout: float = 120) -> Iterator[str]:
+    """`docent serve` in a subprocess with ``env``, until it answers /health; its URL. The
+    server log is kept beside the data directory and quoted if it does not start."""
     import subprocess
     import sys
 
     import httpx
 
-    data_dir = tmp_path_factory.mktemp("live") / "data"
-    port = free_port()
-    env = {
-        **os.environ,
-        "DOCENT_DATA_DIR": str(data_dir),
-        "DOCENT_PORT": str(port),
-        "DOCENT_EMBEDDER": "minilm",
-        "DOCENT_INGEST_OWN_DOCS": "true",
-    }
     log_path = data_dir.parent / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"], env=env, stdout=log, stderr=log
         )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        url = f"http://127.0.0.1:{env['DOCENT_PORT']}"
+        deadline = time.monotonic() + timeout
         try:
-            yield LiveServer(url, data_dir, env)
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
+                time.sleep(0.2)
+            yield url
         finally:
             proc.terminate()
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`docent serve` in a subprocess on 127.0.0.1 with the real embedding model, on a fresh
+    data directory, so first-run ingestion of Docent's own docs happens too."""
+    data_dir = tmp_path_factory.mktemp("live") / "data"
+    env = {
+        **os.environ,
+        "DOCENT_DATA_DIR": str(data_dir),
+        "DOCENT_PORT": str(free_port()),
+        "DOCENT_EMBEDDER": "minilm",
+        "DOCENT_INGEST_OWN_DOCS": "true",
+    }
+    with docent_serve(data_dir, env) as url:
+        yield LiveServer(url, data_dir, env)
 
 
 def wait_until_idle(url: str, timeout: float = 180.0) -> None:

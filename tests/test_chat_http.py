@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import docent_serve, free_port
 from tests.fakes.llm_server import FakeLLM, hang_before_headers, ok, slow
 
 pytestmark = pytest.mark.slow
@@ -35,11 +33,10 @@ def upstream() -> Iterator[FakeLLM]:
 @pytest.fixture(scope="module")
 def server(upstream: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("chat-http") / "data"
-    port = free_port()
     env = {
         **os.environ,
         "DOCENT_DATA_DIR": str(data_dir),
-        "DOCENT_PORT": str(port),
+        "DOCENT_PORT": str(free_port()),
         "DOCENT_EMBEDDER": "hash",
         "DOCENT_INGEST_OWN_DOCS": "false",
         "DOCENT_CHAIN": "openai:m",
@@ -49,34 +46,14 @@ def server(upstream: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "DOCENT_FIRST_TOKEN_LOW_S": "5",
         "DOCENT_CACHE_ENABLED": "false",
     }
-    log_path = data_dir.parent / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve"], env=env, stdout=log, stderr=log
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(log_path.read_text()[-3000:])
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.2)
+    with docent_serve(data_dir, env, timeout=60) as url:
         files = [("files", ("notes.txt", HOSTILE.encode()))]
         response = httpx.post(f"{url}/api/documents", files=files, timeout=30)
         assert response.status_code == 202, response.text
         job = response.json()["files"][0]["job_id"]
         while httpx.get(f"{url}/api/jobs/{job}").json()["status"] not in ("indexed", "failed"):
             time.sleep(0.1)
-        try:
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+        yield url
 
 
 def read_events(lines: Iterator[str]) -> tuple[list[tuple[str, Any]], int]:

@@ -38,6 +38,7 @@ from app.answer.delivery import (
     buffered,
     check_grounding,
     done_event,
+    fixed_answer,
     remember,
     streamed,
 )
@@ -47,6 +48,7 @@ from app.answer.payloads import (
     REFUSED,
     SAFE_ANSWER,
     error_event,
+    meta_event,
     resolve_citations,
     source_payload,
 )
@@ -153,21 +155,7 @@ async def _answer(
     providers = deps.tiers.get(tier) or deps.chain.providers
 
     def meta(cache: str) -> AnswerEvent:
-        return AnswerEvent(
-            event="meta",
-            data={
-                "answer_id": trail.answer_id,
-                "conversation_id": trail.conversation_id,
-                "question": question,
-                "risk": risk,
-                "risk_reasons": trail.risk_reasons,
-                "tier": tier,
-                "tier_reasons": trail.tier_reasons,
-                "chain": [p.name for p in providers],
-                "cache": cache,
-                "prompt_version": prompt.version,
-            },
-        )
+        return meta_event(trail, [p.name for p in providers], cache)
 
     # 4. The cache.
     use_cache = deps.cache is not None and request.use_cache and bool(sources)
@@ -190,12 +178,9 @@ async def _answer(
     yield AnswerEvent(event="sources", data={"sources": source_events})
 
     if not sources:
-        trail.outcome, trail.text = "no_sources", NO_SOURCES
         trail.mark("first_token")
-        yield AnswerEvent(event="delta", data={"text": NO_SOURCES})
-        yield AnswerEvent(event="citations", data={"citations": [], "dangling": 0})
-        yield AnswerEvent(event="grounding", data={"sentences": [], "pass_rate": None})
-        yield done_event(deps, trail, NO_SOURCES, Usage(estimated=True), None)
+        for event in fixed_answer(deps, trail, NO_SOURCES, "no_sources", Usage(estimated=True)):
+            yield event
         await remember(deps, trail, request.question, NO_SOURCES)
         return
 
@@ -314,21 +299,8 @@ async def _retrieval_down(
             "model is unavailable), so it cannot answer. Try again in a minute; if it keeps "
             "happening, ask your administrator to check the server log."
         ) from exc
-    yield AnswerEvent(
-        event="meta",
-        data={
-            "answer_id": trail.answer_id,
-            "conversation_id": trail.conversation_id,
-            "question": question,
-            "risk": risk,
-            "risk_reasons": trail.risk_reasons,
-            "tier": tier,
-            "tier_reasons": trail.tier_reasons,
-            "chain": [],
-            "cache": "fallback",
-            "prompt_version": version,
-        },
-    )
+    trail.prompt_version = version
+    yield meta_event(trail, [], "fallback")
     async for event in _serve_cached(deps, trail, hit, "fallback", request.question):
         yield event
 

@@ -109,27 +109,19 @@ class Conversations:
                 s.flush()
             elif conv.tenant != tenant:
                 return
-            s.add(
-                Message(
-                    id=str(uuid.uuid4()),
-                    tenant=tenant,
-                    conversation_id=conversation_id,
-                    role="user",
-                    content=question,
-                    created_at=now,
+            turn = [("user", question, None), ("assistant", answer, answer_id)]
+            for i, (role, content, answer_ref) in enumerate(turn):
+                s.add(
+                    Message(
+                        id=str(uuid.uuid4()),
+                        tenant=tenant,
+                        conversation_id=conversation_id,
+                        role=role,
+                        content=content,
+                        answer_id=answer_ref,
+                        created_at=now + timedelta(microseconds=i),  # keeps their order
+                    )
                 )
-            )
-            s.add(
-                Message(
-                    id=str(uuid.uuid4()),
-                    tenant=tenant,
-                    conversation_id=conversation_id,
-                    role="assistant",
-                    content=answer,
-                    answer_id=answer_id,
-                    created_at=now + timedelta(microseconds=1),
-                )
-            )
             conv.updated_at = now
 
     def list(self, tenant: str, limit: int = 50) -> list[dict[str, object]]:

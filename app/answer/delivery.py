@@ -153,11 +153,8 @@ async def streamed(
     if outcome.finished.stop_reason == "refused":
         if outcome.text:  # what was shown is withdrawn: a refusal mid-answer is a refusal
             yield AnswerEvent(event="reset", data={"reason": "the model declined to answer"})
-        yield AnswerEvent(event="delta", data={"text": REFUSED})
-        trail.outcome, trail.text = "refused", REFUSED
-        yield AnswerEvent(event="citations", data={"citations": [], "dangling": 0})
-        yield AnswerEvent(event="grounding", data={"sentences": [], "pass_rate": None})
-        yield done_event(deps, trail, trail.text, outcome.finished.usage, False)
+        for event in fixed_answer(deps, trail, REFUSED, "refused", outcome.finished.usage):
+            yield event
         outcome.finished = None
 
 
@@ -211,11 +208,8 @@ async def buffered(
         usage.estimated = usage.estimated or finished.usage.estimated
         draft = "".join(pieces)
         if finished.stop_reason == "refused":
-            trail.outcome, trail.text = "refused", REFUSED
-            yield AnswerEvent(event="delta", data={"text": REFUSED})
-            yield AnswerEvent(event="citations", data={"citations": [], "dangling": 0})
-            yield AnswerEvent(event="grounding", data={"sentences": [], "pass_rate": None})
-            yield done_event(deps, trail, REFUSED, usage, False)
+            for event in fixed_answer(deps, trail, REFUSED, "refused", usage):
+                yield event
             return
         truncated = finished.stop_reason == "length"
         cleaned, _ = strip_forged_markers(draft, sources)
@@ -261,15 +255,27 @@ async def buffered(
         [source_payload(n, h) for n, h in enumerate(sources, start=1)],
         grounding,
     )
-    trail.outcome, trail.text, trail.grounding = "queued", SAFE_ANSWER, grounding
+    trail.grounding = grounding
     trail.validation["review_id"] = review_id
     trail.mark("first_token")
-    yield AnswerEvent(event="delta", data={"text": SAFE_ANSWER})
-    yield AnswerEvent(event="citations", data={"citations": [], "dangling": 0})
-    yield AnswerEvent(event="grounding", data={"sentences": [], "pass_rate": None})
-    done = done_event(deps, trail, SAFE_ANSWER, usage, False)
+    *before, done = fixed_answer(deps, trail, SAFE_ANSWER, "queued", usage)
     done.data["review"] = {"id": review_id, "reasons": reasons}
-    yield done
+    for event in [*before, done]:
+        yield event
+
+
+def fixed_answer(
+    deps: AnswerDeps, trail: Trail, text: str, outcome: str, usage: Usage
+) -> list[AnswerEvent]:
+    """The events of a message given instead of a model's answer (a refusal, a safe answer,
+    "no documents yet"): the text, no citations, nothing to ground, done."""
+    trail.outcome, trail.text = outcome, text
+    return [
+        AnswerEvent(event="delta", data={"text": text}),
+        AnswerEvent(event="citations", data={"citations": [], "dangling": 0}),
+        AnswerEvent(event="grounding", data={"sentences": [], "pass_rate": None}),
+        done_event(deps, trail, text, usage, False),
+    ]
 
 
 def done_event(

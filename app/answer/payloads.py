@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from app.answer.audit import Trail
 from app.errors import AllProvidersFailed, DocentError, StreamInterrupted
 from app.models import AnswerEvent, ChunkHit
 
@@ -40,6 +41,25 @@ def source_payload(n: int, hit: ChunkHit) -> dict[str, Any]:
         "score": hit.score,
         "snippet": snippet(hit.text),
     }
+
+
+def meta_event(trail: Trail, chain: list[str], cache: str) -> AnswerEvent:
+    """The first event: what this answer is and how it will be made."""
+    return AnswerEvent(
+        event="meta",
+        data={
+            "answer_id": trail.answer_id,
+            "conversation_id": trail.conversation_id,
+            "question": trail.condensed_question or trail.question,
+            "risk": trail.risk,
+            "risk_reasons": trail.risk_reasons,
+            "tier": trail.tier,
+            "tier_reasons": trail.tier_reasons,
+            "chain": chain,
+            "cache": cache,
+            "prompt_version": trail.prompt_version,
+        },
+    )
 
 
 def resolve_citations(text: str, sources: list[ChunkHit]) -> tuple[list[dict[str, Any]], int]:

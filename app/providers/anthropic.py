@@ -14,7 +14,13 @@ import anthropic
 
 from app.errors import ProviderError
 from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens, sse
-from app.providers.http_errors import classify, transport_error
+from app.providers.http_errors import (
+    classify,
+    timed_out,
+    transport_error,
+    unreachable,
+    unreadable,
+)
 
 _STOP: dict[str, StopReason] = {
     "end_turn": "stop",
@@ -30,26 +36,9 @@ def translate(provider: str, exc: Exception) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, anthropic.APITimeoutError):
-        cause = type(exc.__cause__).__name__
-        if cause == "ConnectTimeout":
-            # A blackholed host: waiting for a second connect timeout only delays the
-            # fallback (refused connections, which fail fast, are retried).
-            return ProviderError(
-                f"{provider} did not accept a connection in time",
-                provider=provider,
-                kind="connect",
-                retryable=False,
-            )
-        return ProviderError(
-            f"{provider} timed out", provider=provider, kind="timeout", retryable=False
-        )
+        return timed_out(provider, exc)
     if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(
-            f"{provider} could not be reached ({type(exc.__cause__).__name__})",
-            provider=provider,
-            kind="connect",
-            retryable=True,
-        )
+        return unreachable(provider, exc)
     if isinstance(exc, anthropic.APIStatusError):
         body: Any = exc.body
         error = body.get("error") if isinstance(body, dict) else None
@@ -58,12 +47,7 @@ def translate(provider: str, exc: Exception) -> ProviderError:
         status = exc.status_code if exc.status_code >= 300 else None  # 200: in-band error
         return classify(provider, status, dict(exc.response.headers), etype, str(detail))
     if isinstance(exc, anthropic.AnthropicError | ValueError | KeyError | TypeError):
-        return ProviderError(
-            f"{provider} sent a response Docent could not read ({type(exc).__name__})",
-            provider=provider,
-            kind="malformed",
-            retryable=False,
-        )
+        return unreadable(provider, exc)
     transport = transport_error(provider, exc)
     if transport is not None:
         return transport

@@ -155,7 +155,6 @@ class FallbackChain:
         breaker: Callable[[], CircuitBreaker] | None = None,
     ) -> None:
         self.providers = list(providers)
-        self._clock = clock
         self.clock = clock
         make = breaker or (lambda: CircuitBreaker(clock))
         self.breakers = {p.name: make() for p in self.providers}
@@ -173,22 +172,22 @@ class FallbackChain:
         """The answer from the first provider that can give one; see the module docstring.
         ``since``: when the answer began (``clock()``), if this is not its first generation:
         retries, replacements and stricter attempts share one total deadline."""
-        started = self._clock() if since is None else since
+        started = self.clock() if since is None else since
         failures: list[ProviderError] = []
         skipped: list[str] = []
         chain = [p for p in (providers or self.providers) if p.name not in skip]
         for position, provider in enumerate(chain):
-            breaker = self.breakers.setdefault(provider.name, CircuitBreaker(self._clock))
+            breaker = self.breakers.setdefault(provider.name, CircuitBreaker(self.clock))
             if not breaker.allow():
                 skipped.append(provider.name)
                 trace.attempts.append(Attempt(provider.name, "skipped", 0.0))
                 continue
             retried = False
             while True:
-                remaining = deadlines.total_s - (self._clock() - started)
+                remaining = deadlines.total_s - (self.clock() - started)
                 if remaining <= 0:
                     raise AllProvidersFailed(failures, skipped)
-                attempt_started = self._clock()
+                attempt_started = self.clock()
                 committed = False
                 try:
                     attempt = self._attempt(provider, request, deadlines, remaining)
@@ -244,63 +243,29 @@ class FallbackChain:
         wait = wait or 0.0
         if wait > deadlines.max_retry_wait_s:
             return None
-        if self._clock() - started + wait >= deadlines.total_s:
+        if self.clock() - started + wait >= deadlines.total_s:
             return None
         return wait
 
     async def _attempt(
         self, provider: Provider, request: GenerationRequest, deadlines: Deadlines, budget: float
     ) -> AsyncGenerator[ChainEvent, None]:
-        end = self._clock() + budget
+        end = self.clock() + budget
         pieces: list[str] = []
         stream = provider.stream(request)
         try:
             first = True
             while True:
-                wait = min(deadlines.first_token_s if first else deadlines.stall_s, budget)
-                wait = min(wait, end - self._clock())
+                wait = deadlines.first_token_s if first else deadlines.stall_s
                 try:
-                    async with asyncio.timeout(max(wait, 0.0)):
+                    async with asyncio.timeout(max(min(wait, end - self.clock()), 0.0)):
                         event = await anext(stream)
-                except StopAsyncIteration:
-                    error = ProviderError(
-                        f"{provider.name} ended its stream without finishing",
-                        provider=provider.name,
-                        kind="interrupted",
-                        retryable=True,
-                    )
-                    if pieces:
-                        raise StreamInterrupted(error, "".join(pieces)) from None
-                    raise error from None
-                except TimeoutError:
-                    what = (
-                        "the first token"
-                        if first
-                        else ("the next token" if self._clock() < end else "the answer's end")
-                    )
-                    error = ProviderError(
-                        f"{provider.name} did not send {what} in time",
-                        provider=provider.name,
-                        kind="timeout",
-                        retryable=False,
-                    )
-                    if pieces:
-                        raise StreamInterrupted(error, "".join(pieces)) from None
-                    raise error from None
-                except ProviderError as exc:
-                    if pieces:
-                        raise StreamInterrupted(exc, "".join(pieces)) from exc
-                    raise
-                except Exception as exc:  # an adapter bug must not take the answer down
-                    log.exception("%s raised an untranslated error", provider.name)
-                    error = ProviderError(
-                        f"{provider.name} failed unexpectedly ({type(exc).__name__})",
-                        provider=provider.name,
-                        kind="malformed",
-                        retryable=False,
-                    )
+                except Exception as exc:
+                    error = self._failure(provider, exc, first, end)
                     if pieces:
                         raise StreamInterrupted(error, "".join(pieces)) from exc
+                    if error is exc:
+                        raise
                     raise error from exc
                 if first:
                     first = False
@@ -316,5 +281,37 @@ class FallbackChain:
             if close is not None:
                 await close()
 
+    def _failure(
+        self, provider: Provider, exc: Exception, first: bool, end: float
+    ) -> ProviderError:
+        """What went wrong while waiting for the next piece of ``provider``'s stream."""
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, StopAsyncIteration):
+            return ProviderError(
+                f"{provider.name} ended its stream without finishing",
+                provider=provider.name,
+                kind="interrupted",
+                retryable=True,
+            )
+        if isinstance(exc, TimeoutError):
+            what = "the first token" if first else "the next token"
+            if not first and self.clock() >= end:
+                what = "the answer's end"
+            return ProviderError(
+                f"{provider.name} did not send {what} in time",
+                provider=provider.name,
+                kind="timeout",
+                retryable=False,
+            )
+        # An adapter bug must not take the answer down.
+        log.exception("%s raised an untranslated error", provider.name, exc_info=exc)
+        return ProviderError(
+            f"{provider.name} failed unexpectedly ({type(exc).__name__})",
+            provider=provider.name,
+            kind="malformed",
+            retryable=False,
+        )
+
     def _ms(self, since: float) -> float:
-        return round((self._clock() - since) * 1000, 1)
+        return round((self.clock() - since) * 1000, 1)

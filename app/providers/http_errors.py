@@ -116,3 +116,36 @@ def transport_error(provider: str, exc: Exception) -> ProviderError | None:
         kind="interrupted",
         retryable=True,
     )
+
+
+def timed_out(provider: str, exc: Exception) -> ProviderError:
+    """An SDK timeout. A connect timeout (a blackholed host) is not retried: waiting for a
+    second one only delays the fallback; refused connections, which fail fast, are."""
+    if type(exc.__cause__).__name__ == "ConnectTimeout":
+        return ProviderError(
+            f"{provider} did not accept a connection in time",
+            provider=provider,
+            kind="connect",
+            retryable=False,
+        )
+    return ProviderError(
+        f"{provider} timed out", provider=provider, kind="timeout", retryable=False
+    )
+
+
+def unreachable(provider: str, exc: Exception) -> ProviderError:
+    return ProviderError(
+        f"{provider} could not be reached ({type(exc.__cause__).__name__})",
+        provider=provider,
+        kind="connect",
+        retryable=True,
+    )
+
+
+def unreadable(provider: str, exc: Exception) -> ProviderError:
+    return ProviderError(
+        f"{provider} sent a response Docent could not read ({type(exc).__name__})",
+        provider=provider,
+        kind="malformed",
+        retryable=False,
+    )

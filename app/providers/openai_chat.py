@@ -15,7 +15,13 @@ import openai
 
 from app.errors import ProviderError
 from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens, sse
-from app.providers.http_errors import classify, transport_error
+from app.providers.http_errors import (
+    classify,
+    timed_out,
+    transport_error,
+    unreachable,
+    unreadable,
+)
 
 _STOP: dict[str, StopReason] = {
     "stop": "stop",
@@ -31,25 +37,9 @@ def translate(provider: str, exc: Exception) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, openai.APITimeoutError):
-        if type(exc.__cause__).__name__ == "ConnectTimeout":
-            # A blackholed host: waiting for a second connect timeout only delays the
-            # fallback (refused connections, which fail fast, are retried).
-            return ProviderError(
-                f"{provider} did not accept a connection in time",
-                provider=provider,
-                kind="connect",
-                retryable=False,
-            )
-        return ProviderError(
-            f"{provider} timed out", provider=provider, kind="timeout", retryable=False
-        )
+        return timed_out(provider, exc)
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(
-            f"{provider} could not be reached ({type(exc.__cause__).__name__})",
-            provider=provider,
-            kind="connect",
-            retryable=True,
-        )
+        return unreachable(provider, exc)
     if isinstance(exc, openai.APIStatusError):
         body: Any = exc.body
         error = body.get("error", body) if isinstance(body, dict) else None
@@ -62,17 +52,8 @@ def translate(provider: str, exc: Exception) -> ProviderError:
         status = exc.status_code if exc.status_code >= 300 else None
         headers = dict(exc.response.headers)
         return classify(provider, status, headers, etype, detail, str(code) if code else None)
-    if isinstance(exc, openai.APIError):  # an error object inside a 200 stream
-        body = exc.body
-        etype = body.get("type") or body.get("code") if isinstance(body, dict) else None
-        return classify(provider, None, {}, str(etype) if etype else "server_error", exc.message)
     if isinstance(exc, openai.OpenAIError | ValueError | KeyError | TypeError):
-        return ProviderError(
-            f"{provider} sent a response Docent could not read ({type(exc).__name__})",
-            provider=provider,
-            kind="malformed",
-            retryable=False,
-        )
+        return unreadable(provider, exc)
     transport = transport_error(provider, exc)
     if transport is not None:
         return transport
