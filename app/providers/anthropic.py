@@ -13,7 +13,7 @@ from typing import Any
 import anthropic
 
 from app.errors import ProviderError
-from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens, sse
+from app.providers import Finished, GenerationRequest, StopReason, Usage, sse
 from app.providers.http_errors import (
     classify,
     timed_out,
@@ -123,17 +123,9 @@ class AnthropicProvider:
                         break
         except Exception as exc:
             raise translate(self.name, exc) from exc
-        if not finished:
-            raise ProviderError(
-                f"{self.name}'s stream ended before message_stop",
-                provider=self.name,
-                kind="interrupted",
-                retryable=True,
-            )
-        if not usage.output_tokens:
-            usage.output_tokens = estimate_tokens("".join(sent))
-            usage.estimated = True
-        yield Finished(stop or "stop", usage)
+        yield sse.finish(
+            self.name, (stop or "stop") if finished else None, usage, sent, "message_stop"
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

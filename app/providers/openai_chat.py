@@ -14,7 +14,7 @@ from typing import Any
 import openai
 
 from app.errors import ProviderError
-from app.providers import Finished, GenerationRequest, StopReason, Usage, estimate_tokens, sse
+from app.providers import Finished, GenerationRequest, StopReason, Usage, sse
 from app.providers.http_errors import (
     classify,
     timed_out,
@@ -130,18 +130,8 @@ class OpenAIChatProvider:
                             stop = _STOP.get(choice["finish_reason"], "stop")
         except Exception as exc:
             raise translate(self.name, exc) from exc
-        if stop is None:
-            raise ProviderError(
-                f"{self.name}'s stream ended without a finish reason"
-                + (" (it sent [DONE])" if done else ""),
-                provider=self.name,
-                kind="interrupted",
-                retryable=True,
-            )
-        if not usage.output_tokens:
-            usage.output_tokens = estimate_tokens("".join(sent))
-            usage.estimated = True
-        yield Finished(stop, usage)
+        missing = "a finish reason" + (" (it sent [DONE])" if done else "")
+        yield sse.finish(self.name, stop, usage, sent, missing)
 
     async def aclose(self) -> None:
         await self._client.close()

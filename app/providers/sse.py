@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import ProviderError
+from app.providers import Finished, StopReason, Usage, estimate_tokens
+
 
 @dataclass
 class Event:
@@ -47,3 +50,22 @@ async def events(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
             data.append(value)
     # An event not ended by a blank line was cut off: it is dropped, and the caller notices
     # the missing terminal event.
+
+
+def finish(
+    provider: str, stop: StopReason | None, usage: Usage, sent: list[str], missing: str
+) -> Finished:
+    """The ``Finished`` of a stream that ended; ``stop`` None means its terminal event
+    (``missing``) never came, so the answer may be cut short: an interruption, not an answer.
+    Usage the provider did not report is estimated from the text and flagged."""
+    if stop is None:
+        raise ProviderError(
+            f"{provider}'s stream ended without {missing}",
+            provider=provider,
+            kind="interrupted",
+            retryable=True,
+        )
+    if not usage.output_tokens:
+        usage.output_tokens = estimate_tokens("".join(sent))
+        usage.estimated = True
+    return Finished(stop, usage)
