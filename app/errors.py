@@ -95,6 +95,7 @@ ProviderFailure = Literal[
     "server",  # 5xx
     "auth",  # 401 / 403: a configuration incident
     "bad_request",  # 400 / 404 / 422: retrying cannot help
+    "context_length",  # 400: the prompt is longer than the model's context window
     "malformed",  # the response could not be parsed
     "interrupted",  # the stream ended without its terminal event
     "refused",  # content filter or refusal

@@ -81,6 +81,7 @@ def last(events: list[tuple[str, dict[str, Any]]], name: str) -> dict[str, Any]:
 
 
 def audit(s: Services, answer_id: str) -> AnswerRecord:
+    s.answers.lanes.flush_writes()  # the row is written off the event loop
     with s.db.session() as db:
         row = db.get(AnswerRecord, answer_id)
         assert row is not None

@@ -21,9 +21,10 @@ from app.providers.fallback import (
     Deadlines,
     FallbackChain,
 )
+from app.providers.http_errors import classify
 
 
-def fail(kind: str, retryable: bool, retry_after: float | None = None) -> ProviderError:
+def fail(kind: Any, retryable: bool, retry_after: float | None = None) -> ProviderError:
     return ProviderError(
         f"scripted {kind}", provider="?", kind=kind, retryable=retryable, retry_after=retry_after
     )  # type: ignore[arg-type]
@@ -124,6 +125,112 @@ def test_a_refusal_is_an_answer_not_a_reason_to_ask_another_model() -> None:
     run(go())
     assert b.calls == 0
     assert isinstance(events[-1], Finished) and events[-1].stop_reason == "refused"
+
+
+def _shorten_by_one(request: GenerationRequest) -> bool:
+    if len(request.prompt) < 2:
+        return False
+    request.prompt = request.prompt[:-1]
+    return True
+
+
+def test_a_prompt_too_long_is_shortened_once_and_asked_again() -> None:
+    a, b = Scripted("a", [fail("context_length", False)]), Scripted("b")
+    request = GenerationRequest("q", [], prompt="abcd", shorten=_shorten_by_one)
+    trace, statuses = ChainTrace(), []
+
+    async def go() -> None:
+        async for event in FallbackChain([a, b]).stream(request, FAST, trace):
+            if isinstance(event, ChainStatus):
+                statuses.append(event)
+
+    run(go())
+    assert a.calls == 2 and b.calls == 0, "the same model, asked again with a shorter prompt"
+    assert request.prompt == "abc"
+    assert [(x.provider, x.outcome) for x in trace.attempts] == [
+        ("a", "context_length"),
+        ("a", "ok"),
+    ]
+    assert [(s.state, s.reason) for s in statuses] == [("retrying", "context_shortened")]
+
+
+def test_a_prompt_still_too_long_goes_to_the_next_model_without_shortening_again() -> None:
+    a = Scripted("a", [fail("context_length", False), fail("context_length", False)])
+    b = Scripted("b", [fail("context_length", False)])
+    c = Scripted("c")
+    request = GenerationRequest("q", [], prompt="abcd", shorten=_shorten_by_one)
+    chain = FallbackChain([a, b, c])
+
+    async def go() -> None:
+        async for _ in chain.stream(request, FAST, ChainTrace()):
+            pass
+
+    run(go())
+    assert (a.calls, b.calls, c.calls) == (2, 1, 1)
+    assert request.prompt == "abc", "shortened once per generation"
+    assert chain.breakers["a"].state == "closed", "a long prompt is not an outage"
+
+
+def test_a_prompt_that_cannot_be_shortened_goes_to_the_next_model() -> None:
+    a, b = Scripted("a", [fail("context_length", False)]), Scripted("b")
+    request = GenerationRequest("q", [], prompt="a", shorten=_shorten_by_one)
+
+    async def go() -> None:
+        async for _ in FallbackChain([a, b]).stream(request, FAST, ChainTrace()):
+            pass
+
+    run(go())
+    assert (a.calls, b.calls) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "etype", "code", "detail", "kind"),
+    [
+        # OpenAI
+        (
+            400,
+            "invalid_request_error",
+            "context_length_exceeded",
+            "This model's maximum "
+            "context length is 8192 tokens. However, your messages resulted in 9001 tokens.",
+            "context_length",
+        ),
+        # Anthropic
+        (
+            400,
+            "invalid_request_error",
+            None,
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            "context_length",
+        ),
+        # llama.cpp server
+        (
+            400,
+            "exceed_context_size_error",
+            None,
+            "the request exceeds the available context size, try increasing it",
+            "context_length",
+        ),
+        # vLLM
+        (
+            400,
+            "BadRequestError",
+            None,
+            "This model's maximum context length is 4096 tokens. "
+            "However, you requested 5000 tokens",
+            "context_length",
+        ),
+        (400, "invalid_request_error", None, "model: field required", "bad_request"),
+        (404, "not_found_error", None, "model: claude-x not found", "bad_request"),
+        (500, "api_error", None, "context length unknown", "server"),
+    ],
+)
+def test_context_length_errors_are_told_from_other_bad_requests(
+    status: int, etype: str, code: str | None, detail: str, kind: str
+) -> None:
+    error = classify("p", status, {}, etype, detail, code)
+    assert error.kind == kind
+    assert not error.retryable or kind == "server"
 
 
 @pytest.mark.parametrize("kind", ["auth", "bad_request", "malformed"])

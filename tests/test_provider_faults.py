@@ -285,6 +285,7 @@ class Rig:
         return dict(Counter(a.model for a in self.attempts(run)))
 
     def audit(self, run: Run) -> AnswerRecord:
+        self.s.answers.lanes.flush_writes()  # the row is written off the event loop
         with self.s.db.session() as db:
             row = db.get(AnswerRecord, run.answer_id)
             assert row is not None, "every answer leaves an audit row"
@@ -604,6 +605,70 @@ def test_early_fault_falls_back_to_the_secondary(
         assert first_status is not None and first_status >= TTFT_S - 0.05
     if case.kinds == ("auth",):
         assert rig.deps.chain.alerts["provider_auth"] == 1, "D-11: the provider_auth alert"
+
+
+# --- D-10: a prompt longer than the model's context ------------------------------------------
+
+
+def context_too_long(dialect: str) -> Step:
+    """The 400 each vendor sends for a prompt beyond the model's context window."""
+    if dialect == "openai":
+        error = {
+            "message": "This model's maximum context length is 8192 tokens. However, your "
+            "messages resulted in 9120 tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+        return status(400, body={"error": error})
+    error = {"type": "invalid_request_error", "message": "prompt is too long: 9120 tokens > 8192"}
+    return status(400, body={"type": "error", "error": error})
+
+
+def sources_sent(attempt: Attempt) -> int:
+    return json.dumps(attempt.body).count("<source ")
+
+
+@DIALECTS
+@RISKS
+def test_d10_context_length_shortens_the_prompt_once_on_the_same_model(
+    rigs: Callable[..., Rig], dialect: str, risk: str
+) -> None:
+    rig = rigs(dialect, risk)
+    rig.fake.script("primary", context_too_long(dialect))
+    run = rig.play(rig.ask)
+    check_contract(rig, run, bound=1.5 + SLACK_S)
+    check_answered_by(rig, run, rig.primary)
+    assert rig.path(run) == [(rig.primary, "context_length"), (rig.primary, "ok")]
+    first, second = rig.attempts(run, "primary")
+    retrieved = len(run.all("sources")[0]["sources"])
+    assert sources_sent(first) == retrieved >= 2
+    assert sources_sent(second) == retrieved // 2, "the better-ranked half of the sources"
+    # The answer is checked against the sources the model saw.
+    kept = retrieved // 2
+    assert all(c["n"] <= kept for c in run.all("citations")[0]["citations"])
+    assert all(
+        s["source"] is None or s["source"] <= kept for s in run.all("grounding")[0]["sentences"]
+    )
+    assert "context_shortened" in [d.get("reason") for n, d in run.events if n == "status"]
+
+
+@DIALECTS
+@RISKS
+def test_d10_context_still_too_long_falls_back_to_the_next_model(
+    rigs: Callable[..., Rig], dialect: str, risk: str
+) -> None:
+    rig = rigs(dialect, risk)
+    rig.fake.script("primary", context_too_long(dialect), context_too_long(dialect))
+    run = rig.play(rig.ask)
+    check_contract(rig, run, bound=1.5 + SLACK_S)
+    check_answered_by(rig, run, rig.secondary)
+    assert rig.counts(run) == {"primary": 2, "secondary": 1}
+    assert rig.path(run) == [
+        (rig.primary, "context_length"),
+        (rig.primary, "context_length"),
+        (rig.secondary, "ok"),
+    ]
 
 
 # --- D-14 / D-25: oddities that are not failures ------------------------------------------------
@@ -1077,6 +1142,7 @@ def test_disconnect_mid_stream_closes_the_upstream(rigs: Callable[..., Rig], dia
     attempt = rig.fake.attempts("primary")[0]
     assert attempt.outcome == "client_closed" and attempt.tokens_sent_after_close <= 1
     assert attempt.tokens_sent < len(ANSWERS["low"].split()), "the stream was cut short"
+    rig.s.answers.lanes.flush_writes()
     with rig.s.db.session() as db:
         row = db.get(AnswerRecord, answer_id)
         assert row is not None and row.outcome == "abandoned"
@@ -1108,6 +1174,7 @@ async def _leave_while(
 
 def _abandoned(rig: Rig, seen: list[tuple[str, dict[str, Any]]]) -> AnswerRecord:
     assert seen and seen[0][0] == "meta"
+    rig.s.answers.lanes.flush_writes()
     with rig.s.db.session() as db:
         row = db.get(AnswerRecord, seen[0][1]["answer_id"])
         assert row is not None and row.outcome == "abandoned", "the audit row is written"
@@ -1169,6 +1236,7 @@ def test_disconnect_records_partial_usage(rigs: Callable[..., Rig], dialect: str
         return answer_id
 
     answer_id = rig.play(body)
+    rig.s.answers.lanes.flush_writes()
     with rig.s.db.session() as db:
         row = db.get(AnswerRecord, answer_id)
         assert row is not None and row.outcome == "abandoned"

@@ -29,6 +29,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from functools import partial
 
 from app.answer.audit import Trail, record
 from app.answer.cache import CachedAnswer, partition
@@ -101,7 +102,9 @@ async def answer(
             },
         )
     finally:
-        record(deps.db, trail)
+        # Submitted, not awaited: this runs for answers a client abandoned too, where an
+        # await could be cancelled again.
+        deps.lanes.write_later(record, deps.db, trail)
 
 
 async def _answer(
@@ -192,6 +195,7 @@ async def _answer(
         prompt=prompt.user,
         max_tokens=cfg.max_tokens,
         request_id=trail.answer_id,
+        shorten=partial(_keep_best_sources, high_risk=risk == "high"),
     )
     deadlines = cfg.high if risk == "high" else cfg.low
     trail.budget_start = deps.chain.clock()
@@ -226,7 +230,9 @@ async def _answer(
     if outcome.finished is None:  # a safe answer or a refusal was already sent
         return
 
-    # 7. Citations, grounding, cache.
+    # 7. Citations, grounding, cache: against the sources the model was given (fewer than
+    # were retrieved if its context was too small for all of them).
+    sources = generation.sources
     text = outcome.text
     truncated = outcome.finished.stop_reason == "length"
     cleaned, forged = strip_forged_markers(text, sources)
@@ -275,6 +281,17 @@ async def _answer(
             model=trail.provider or "",
             vector=vector,
         )
+
+
+def _keep_best_sources(request: GenerationRequest, *, high_risk: bool) -> bool:
+    """A prompt too long for the model's context: keep the better-ranked half of the sources
+    (their numbers do not change) and render the prompt again."""
+    if len(request.sources) < 2:
+        return False
+    kept = request.sources[: len(request.sources) // 2]
+    prompt = answer_prompt(request.question, kept, strict=request.strict, high_risk=high_risk)
+    request.sources, request.system, request.prompt = kept, prompt.system, prompt.user
+    return True
 
 
 async def _retrieval_down(

@@ -61,8 +61,7 @@ class Trail:
 
 
 def record(db: Database, trail: Trail) -> None:
-    """Write the audit row. Synchronous on purpose: it runs in ``finally`` blocks of answers a
-    client abandoned, where awaiting could be cancelled again; one SQLite insert is short."""
+    """Write the audit row (blocking: the answer submits it to its writer thread)."""
     trail.timings.setdefault("total_ms", trail.elapsed_ms())
     if trail.output_tokens == 0 and trail.generated_chars:
         trail.output_tokens = (trail.generated_chars + 3) // 4

@@ -203,6 +203,7 @@ async def buffered(
                 continue
             break
         assert finished is not None
+        sources = generation.sources  # fewer if the chain shortened the prompt
         usage.input_tokens += finished.usage.input_tokens
         usage.output_tokens += finished.usage.output_tokens
         usage.estimated = usage.estimated or finished.usage.estimated

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -39,11 +39,14 @@ class AnswerConfig:
 class Lanes:
     """Threads for blocking work. What stands between a question and its first token (SQL
     reads, embedding the question, search, high-risk validation) has its own threads, so it
-    never queues behind the grounding, cache and audit writes of answers that are finishing."""
+    never queues behind the grounding, cache and audit writes of answers that are finishing.
+    Nothing blocking runs on the event loop itself: one SQLite write there (waiting for the
+    write lock another thread holds) stalls every stream of the process."""
 
     def __init__(self, fast: int = 8, after: int = 2) -> None:
         self._fast = ThreadPoolExecutor(fast, thread_name_prefix="answer-fast")
         self._after = ThreadPoolExecutor(after, thread_name_prefix="answer-after")
+        self._writes = ThreadPoolExecutor(1, thread_name_prefix="answer-writes")
 
     async def fast(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(
@@ -55,9 +58,19 @@ class Lanes:
             self._after, partial(fn, *args, **kwargs)
         )
 
+    def write_later(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn`` on the one writer thread, in order, without waiting: safe in ``finally``
+        blocks of a cancelled answer, since nothing is awaited."""
+        return self._writes.submit(fn, *args)
+
+    def flush_writes(self, timeout: float = 10.0) -> None:
+        """Wait until every write submitted so far is done (one thread: FIFO)."""
+        self._writes.submit(lambda: None).result(timeout)
+
     def close(self) -> None:
         self._fast.shutdown(wait=False, cancel_futures=True)
         self._after.shutdown(wait=False, cancel_futures=True)
+        self._writes.shutdown(wait=True)  # audit rows are not dropped at shutdown
 
 
 @dataclass

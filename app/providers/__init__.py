@@ -12,7 +12,7 @@ arrive, then exactly one ``Finished`` with the stop reason and token usage. Anyt
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -35,6 +35,9 @@ class GenerationRequest:
     request_id: str = ""
     strict: bool = False
     """A second attempt after failed validation: stricter instructions."""
+    shorten: Callable[[GenerationRequest], bool] | None = None
+    """Make this request's prompt shorter, in place (fewer sources, the best kept); False if
+    it cannot be. The chain calls it once when a model says the prompt exceeds its context."""
 
 
 @dataclass

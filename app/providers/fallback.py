@@ -6,6 +6,8 @@ For each provider in order (skipping those whose circuit is open):
   one in time is abandoned, not retried;
 - on a retryable failure before the first piece (connection, 5xx, 529, 429 whose Retry-After
   is at most ``max_retry_wait_s``), retry the same provider once, if the total deadline allows;
+- when the prompt is longer than the model's context, shorten it once (``request.shorten``:
+  fewer sources) and ask the same provider again; a model with a larger context comes next;
 - otherwise move to the next provider, and say so with a ``ChainStatus``.
 
 Once a piece of text has been passed on (``Committed``), a failure is not hidden by splicing
@@ -173,6 +175,7 @@ class FallbackChain:
         ``since``: when the answer began (``clock()``), if this is not its first generation:
         retries, replacements and stricter attempts share one total deadline."""
         started = self.clock() if since is None else since
+        shortened = False
         failures: list[ProviderError] = []
         skipped: list[str] = []
         chain = [p for p in (providers or self.providers) if p.name not in skip]
@@ -202,7 +205,8 @@ class FallbackChain:
                     )
                     return
                 except ProviderError as exc:
-                    breaker.record(exc.kind == "refused")  # a refusal is not an outage
+                    # A refusal or a prompt too long for the model is not an outage.
+                    breaker.record(exc.kind in ("refused", "context_length"))
                     trace.attempts.append(
                         Attempt(
                             provider.name, exc.kind, self._ms(attempt_started), retried, exc.message
@@ -221,6 +225,11 @@ class FallbackChain:
                         yield Finished("refused", Usage(estimated=True))
                         return
                     failures.append(exc)
+                    if exc.kind == "context_length" and not shortened and request.shorten:
+                        shortened = True
+                        if request.shorten(request):
+                            yield ChainStatus("retrying", provider.name, "context_shortened")
+                            continue
                     wait = self._retry_wait(exc, retried, deadlines, started)
                     if wait is None or breaker.state != "closed":
                         break

@@ -6,6 +6,7 @@ Both SDK adapters reduce a vendor exception to (status, headers, error type) and
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -18,6 +19,14 @@ _SERVER = {"api_error", "server_error", "internal_server_error", "service_unavai
 _RATE = {"rate_limit_error", "rate_limit_exceeded", "insufficient_quota"}
 _AUTH = {"authentication_error", "permission_error", "invalid_api_key"}
 _REFUSED = {"content_filter", "content_policy_violation"}
+# A prompt longer than the model's context: OpenAI's code, llama.cpp's type, and the wording of
+# Anthropic ("prompt is too long: 210000 tokens > 200000 maximum"), vLLM and Ollama.
+_CONTEXT = {"context_length_exceeded", "exceed_context_size_error"}
+_CONTEXT_WORDS = re.compile(
+    r"context[ _](length|window|size)|maximum context|prompt is too long|too many (input )?tokens"
+    r"|exceeds? the (available )?context",
+    re.I,
+)
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -68,6 +77,12 @@ def classify(
         kind, retryable = "refused", False
     elif etype in _SERVER or (status is not None and status >= 500) or status in (408, 409):
         kind, retryable = "server", True
+    elif (
+        (error_code or "").lower() in _CONTEXT
+        or etype in _CONTEXT
+        or (status in (400, 413, 422, None) and _CONTEXT_WORDS.search(detail))
+    ):
+        kind, retryable = "context_length", False
     else:
         kind, retryable = "bad_request", False
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -80,6 +95,7 @@ def classify(
         "refused": f"{provider} declined to answer",
         "server": f"{provider} had a server error",
         "bad_request": f"{provider} rejected the request",
+        "context_length": f"{provider} cannot take a prompt this long",
     }[kind]
     code = f"HTTP {status}" if status else "in-band error"
     return ProviderError(
