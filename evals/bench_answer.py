@@ -1,7 +1,7 @@
 """Added time to first byte: what Docent's answer path costs on top of the model.
 
     python -m evals.bench_answer [--streams 1,50] [--ttft-ms 480] [--embedder hash]
-                                 [--out evals/results/answer.json]
+                                 [--shape steady|burst] [--out evals/results/answer.json]
 
 A fake OpenAI-compatible upstream (tests/fakes/llm_server.py, in its own process) answers
 every request after ``--ttft-ms``. Docent runs as ``docent serve`` in a subprocess with
@@ -10,10 +10,21 @@ documentation. Streams go side by side: straight to the upstream (the floor) and
 Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). ``--shape steady`` (default)
 keeps N streams in flight, each client asking again when its answer ends and alternating
 upstream and Docent; ``--shape burst`` sends waves of N to each at the same instant, the
-worst case. Time to first byte is taken when the first text arrives: the first content chunk
-from the upstream, the first ``delta``
-event from Docent. Reported: medians and p99 of both, and the added time (Docent minus floor)
-at the median and at p99. Low-risk questions, cache off (every answer is generated).
+worst case. Low-risk questions, cache off (every answer is generated).
+
+Time to first byte is taken when the first text arrives: the first content chunk from the
+upstream, the first ``delta`` event from Docent. Two figures are reported:
+
+- end to end: medians and p99 of both sides, and their difference;
+- per stream, outside the upstream: each stream's time minus the time the upstream itself
+  took for that request (read to first token written, from the fake's log, matched by the
+  request id Docent forwards; the same monotonic clock). The fake's own scheduling delays
+  (it is Python too) drop out, which makes the p99 comparable. For Docent this splits into
+  the time before the upstream read the request (retrieval, prompt, chain) and after its
+  first token (relay).
+
+The load is a minimal keep-alive HTTP/1.1 client on uvloop: httpx cost the load process most
+of a core at 50 streams, and a busy load process delays both sides it measures.
 
 Process layout on a 2-core machine: the server is pinned to CPU 0, the fake upstream and this
 process (the load) to CPU 1 when ``taskset`` is available; the pinning is reported. The
@@ -28,14 +39,18 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -53,6 +68,17 @@ QUESTIONS = [
 ]
 
 
+@dataclass
+class Sample:
+    """One stream's time to first text as the client saw it, and the id the upstream logged it
+    under (Docent forwards its answer id as x-request-id)."""
+
+    ms: float
+    request_id: str
+    sent_at: float  # time.monotonic(), the clock the fake's log uses too
+    first_at: float
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -65,116 +91,151 @@ def percentile(values: list[float], q: float) -> float:
 def summary(ms: list[float]) -> dict[str, float]:
     return {
         "n": len(ms),
+        "over_48ms_share": round(sum(m > 48 for m in ms) / len(ms), 4) if ms else float("nan"),
         "median_ms": round(statistics.median(ms), 1) if ms else float("nan"),
         "p99_ms": round(percentile(ms, 0.99), 1),
         "max_ms": round(max(ms), 1) if ms else float("nan"),
     }
 
 
-async def direct_ttfb(client: httpx.AsyncClient, base: str, question: str) -> float:
-    started = time.perf_counter()
-    body = {
-        "model": "bench",
-        "stream": True,
-        "messages": [{"role": "user", "content": question}],
-    }
-    first: float | None = None
-    async with client.stream("POST", f"{base}/chat/completions", json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if first is None and line.startswith("data:") and line.strip() != "data: [DONE]":
-                choices = json.loads(line[5:]).get("choices") or [{}]
-                if choices[0].get("delta", {}).get("content"):
-                    first = time.perf_counter()
-    if first is None:
-        raise RuntimeError("the upstream sent no text")
-    return (first - started) * 1000
+class Conn:
+    """One keep-alive HTTP/1.1 connection, as light as a load generator can be: request bytes
+    out, response bytes scanned for a few markers. httpx cost the load process most of a core
+    at 50 streams, and a busy load process delays both sides it measures."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlsplit(url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.prefix = parsed.path.rstrip("/")
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(
+        self, path: str, body: dict[str, Any], headers: dict[str, str], first: bytes
+    ) -> tuple[float, float, bytes]:
+        """Send; return (sent, first_seen, whole body) where first_seen is when a chunk
+        holding a match of ``first`` arrived (time.monotonic())."""
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        data = json.dumps(body).encode()
+        head = f"POST {self.prefix}{path} HTTP/1.1\r\nhost: {self.host}\r\n"
+        head += "content-type: application/json\r\naccept: text/event-stream\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"content-length: {len(data)}\r\n\r\n"
+        sent = time.monotonic()
+        try:
+            writer.write(head.encode() + data)
+            status = await reader.readuntil(b"\r\n\r\n")
+            if not status.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(status.split(b"\r\n", 1)[0].decode())
+            seen = 0.0
+            body_bytes = bytearray()
+            matcher = re.compile(first)
+            while True:  # chunked body
+                size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                chunk = await reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                body_bytes += chunk[:-2]
+                if not seen and matcher.search(body_bytes):
+                    seen = time.monotonic()
+        except BaseException:
+            self.close()
+            raise
+        if not seen:
+            raise RuntimeError("no text in the response")
+        return sent, seen, bytes(body_bytes)
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
 
 
-async def docent_ttfb(client: httpx.AsyncClient, url: str, question: str) -> float:
-    started = time.perf_counter()
+_ANSWER_ID = re.compile(rb'"answer_id":\s*"([^"]+)"')
+
+
+async def direct_ttfb(conn: Conn, question: str) -> Sample:
+    rid = f"bench-{uuid.uuid4().hex}"
+    body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": question}]}
+    sent, first, _ = await conn.post(
+        "/chat/completions", body, {"x-request-id": rid}, rb'"content":\s*"[^"]'
+    )
+    return Sample((first - sent) * 1000, rid, sent, first)
+
+
+async def docent_ttfb(conn: Conn, question: str) -> Sample:
     body = {"question": question, "use_cache": False}
-    first: float | None = None
-    terminal = False
-    async with client.stream("POST", f"{url}/api/chat", json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if first is None and line.startswith("event: delta"):
-                first = time.perf_counter()
-            if line.startswith(("event: done", "event: error")):
-                terminal = True
-    if first is None or not terminal:
-        raise RuntimeError("Docent's stream ended without text or without a terminal event")
-    return (first - started) * 1000
+    sent, first, whole = await conn.post("/api/chat", body, {}, rb"event: delta")
+    if b"event: done" not in whole and b"event: error" not in whole:
+        raise RuntimeError("Docent's stream ended without a terminal event")
+    found = _ANSWER_ID.search(whole)
+    return Sample((first - sent) * 1000, found.group(1).decode() if found else "", sent, first)
 
 
 async def run_waves(
     url: str, upstream: str, streams: int, waves: int
-) -> tuple[list[float], list[float], int]:
-    # Clients must let idle connections go before the server does (uvicorn: 5 s), or a request
-    # can race the server closing the connection it was sent on.
-    limits = httpx.Limits(
-        max_connections=streams * 2 + 4, max_keepalive_connections=streams * 2, keepalive_expiry=2.0
-    )
-    timeout = httpx.Timeout(60.0)
-    direct: list[float] = []
-    via: list[float] = []
+) -> tuple[list[Sample], list[Sample], int]:
+    direct: list[Sample] = []
+    via: list[Sample] = []
     failures = 0
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        # Warm-up: connections, the model's first query, SQLite pages.
-        await asyncio.gather(*(docent_ttfb(client, url, q) for q in QUESTIONS[:2]))
-        for wave in range(waves):
-            qs = [QUESTIONS[(wave + i) % len(QUESTIONS)] for i in range(streams)]
-            for label, target in (("direct", direct), ("docent", via)):
-                if label == "direct":
-                    jobs = [direct_ttfb(client, upstream, q) for q in qs]
+    to_docent = [Conn(url) for _ in range(streams)]
+    to_upstream = [Conn(upstream) for _ in range(streams)]
+    # Warm-up: connections, the model's first query, SQLite pages.
+    await asyncio.gather(*(docent_ttfb(c, QUESTIONS[0]) for c in to_docent[:2]))
+    for wave in range(waves):
+        qs = [QUESTIONS[(wave + i) % len(QUESTIONS)] for i in range(streams)]
+        for label, target in (("direct", direct), ("docent", via)):
+            if label == "direct":
+                jobs = [direct_ttfb(c, q) for c, q in zip(to_upstream, qs, strict=True)]
+            else:
+                jobs = [docent_ttfb(c, q) for c, q in zip(to_docent, qs, strict=True)]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            for res in results:
+                if isinstance(res, BaseException):
+                    failures += 1
                 else:
-                    jobs = [docent_ttfb(client, url, q) for q in qs]
-                results = await asyncio.gather(*jobs, return_exceptions=True)
-                for res in results:
-                    if isinstance(res, BaseException):
-                        failures += 1
-                    else:
-                        target.append(res)
+                    target.append(res)
+    for c in to_docent + to_upstream:
+        c.close()
     return direct, via, failures
 
 
 async def run_steady(
     url: str, upstream: str, streams: int, seconds: float
-) -> tuple[list[float], list[float], int]:
+) -> tuple[list[Sample], list[Sample], int]:
     """N streams always in flight: each of N clients asks again as soon as its answer ends,
     alternating upstream and Docent, with start times spread over one answer's length."""
-    # Clients must let idle connections go before the server does (uvicorn: 5 s), or a request
-    # can race the server closing the connection it was sent on.
-    limits = httpx.Limits(
-        max_connections=streams * 2 + 4, max_keepalive_connections=streams * 2, keepalive_expiry=2.0
-    )
-    direct: list[float] = []
-    via: list[float] = []
+    direct: list[Sample] = []
+    via: list[Sample] = []
     failures = 0
     rng = random.Random(0)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as client:
-        await asyncio.gather(*(docent_ttfb(client, url, q) for q in QUESTIONS[:2]))
-        end = time.monotonic() + seconds
+    warm = Conn(url)
+    await asyncio.gather(docent_ttfb(warm, QUESTIONS[0]), docent_ttfb(Conn(url), QUESTIONS[1]))
+    warm.close()
+    end = time.monotonic() + seconds
 
-        async def user(i: int) -> None:
-            nonlocal failures
-            await asyncio.sleep(rng.uniform(0, 1.0))
-            n = i
-            while time.monotonic() < end:
-                q = QUESTIONS[n % len(QUESTIONS)]
-                try:
-                    if n % 2:
-                        direct.append(await direct_ttfb(client, upstream, q))
-                    else:
-                        via.append(await docent_ttfb(client, url, q))
-                except Exception as exc:
-                    failures += 1
-                    side = "upstream" if n % 2 else "docent"
-                    print(f"  failed ({side}): {type(exc).__name__}: {exc}", flush=True)
-                n += 1
+    async def user(i: int) -> None:
+        nonlocal failures
+        to_docent, to_upstream = Conn(url), Conn(upstream)
+        await asyncio.sleep(rng.uniform(0, 1.0))
+        n = i
+        while time.monotonic() < end:
+            q = QUESTIONS[n % len(QUESTIONS)]
+            try:
+                if n % 2:
+                    direct.append(await direct_ttfb(to_upstream, q))
+                else:
+                    via.append(await docent_ttfb(to_docent, q))
+            except Exception as exc:
+                failures += 1
+                side = "upstream" if n % 2 else "docent"
+                print(f"  failed ({side}): {type(exc).__name__}: {exc}", flush=True)
+            n += 1
+        to_docent.close()
+        to_upstream.close()
 
-        await asyncio.gather(*(user(i) for i in range(streams)))
+    await asyncio.gather(*(user(i) for i in range(streams)))
     return direct, via, failures
 
 
@@ -266,16 +327,29 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{n} stream(s), {args.shape}, {what} ...", flush=True)
                 cpu_before = cpu_seconds(proc.pid)
                 if args.shape == "burst":
-                    direct, via, failures = asyncio.run(run_waves(url, upstream, n, waves))
+                    direct, via, failures = run(run_waves(url, upstream, n, waves))
                 else:
-                    direct, via, failures = asyncio.run(run_steady(url, upstream, n, args.seconds))
+                    direct, via, failures = run(run_steady(url, upstream, n, args.seconds))
                 server_cpu = cpu_seconds(proc.pid) - cpu_before
-                d, v = summary(direct), summary(via)
+                inside = upstream_times(upstream)
+                d, v = summary([s.ms for s in direct]), summary([s.ms for s in via])
+                d_over, v_over = overheads(direct, inside), overheads(via, inside)
+                do, vo = summary(d_over), summary(v_over)
                 row = {
                     "upstream_direct": d,
                     "through_docent": v,
                     "added_median_ms": round(v["median_ms"] - d["median_ms"], 1),
                     "added_p99_ms": round(v["p99_ms"] - d["p99_ms"], 1),
+                    # Per stream: the client's time to first text minus the time the upstream
+                    # itself took from reading the request to writing its first token (its log,
+                    # same monotonic clock). What is left is the path around the upstream.
+                    "outside_upstream_direct": do,
+                    "outside_upstream_docent": vo,
+                    "docent_before_upstream": summary([b for b, _ in split(via, inside)]),
+                    "docent_after_upstream": summary([a for _, a in split(via, inside)]),
+                    "added_per_stream_median_ms": round(vo["median_ms"] - do["median_ms"], 1),
+                    "added_per_stream_p99_ms": round(vo["p99_ms"] - do["p99_ms"], 1),
+                    "unmatched_streams": len(direct) + len(via) - len(d_over) - len(v_over),
                     "failed_or_hung_streams": failures,
                     # warm-up answers included: 2 per run of waves
                     "server_cpu_ms_per_answer": round(server_cpu * 1000 / (len(via) + 2), 1),
@@ -285,7 +359,11 @@ def main(argv: list[str] | None = None) -> None:
                     f"  upstream TTFB median {d['median_ms']} p99 {d['p99_ms']} ms | through "
                     f"Docent median {v['median_ms']} p99 {v['p99_ms']} ms | added median "
                     f"{row['added_median_ms']} ms, p99 {row['added_p99_ms']} ms | failed "
-                    f"{failures} | server CPU {row['server_cpu_ms_per_answer']} ms an answer",
+                    f"{failures} | server CPU {row['server_cpu_ms_per_answer']} ms an answer\n"
+                    f"  per stream, outside the upstream: direct median {do['median_ms']} p99 "
+                    f"{do['p99_ms']} ms | through Docent median {vo['median_ms']} p99 "
+                    f"{vo['p99_ms']} ms | added median {row['added_per_stream_median_ms']} ms, "
+                    f"p99 {row['added_per_stream_p99_ms']} ms",
                     flush=True,
                 )
             results["server_steps_ms"] = step_medians(work / "data" / "docent.db")
@@ -305,10 +383,41 @@ def main(argv: list[str] | None = None) -> None:
     print(f"results written to {args.out}")
 
 
+def upstream_times(upstream: str) -> dict[str, tuple[float, float]]:
+    """When the fake read each request and wrote its first token (time.monotonic()), by
+    request id, from its log; the log is cleared for the next run."""
+    root = upstream.removesuffix("/v1")
+    attempts = httpx.get(f"{root}/__log", timeout=60).json()["attempts"]
+    httpx.post(f"{root}/__reset", timeout=10)
+    return {
+        a["request_id"]: (a["started_at"], a["first_token_at"])
+        for a in attempts
+        if a.get("request_id") and a.get("first_token_at") is not None
+    }
+
+
+def overheads(samples: list[Sample], inside: dict[str, tuple[float, float]]) -> list[float]:
+    """Per stream, the client's time to first text minus the upstream's own time."""
+    return [before + after for before, after in split(samples, inside)]
+
+
+def split(
+    samples: list[Sample], inside: dict[str, tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """Per stream: ms from the client sending to the upstream reading the request, and from the
+    upstream writing its first token to the client reading the first text."""
+    out = []
+    for s in samples:
+        if s.request_id in inside:
+            read, wrote = inside[s.request_id]
+            out.append(((read - s.sent_at) * 1000, (s.first_at - wrote) * 1000))
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
 
 
 def step_medians(db: Path) -> dict[str, float]:
@@ -325,9 +434,24 @@ def step_medians(db: Path) -> dict[str, float]:
     }
 
 
+def run(coro: Any) -> Any:
+    """The load runs on uvloop where it is installed: the harness, not Docent, must be cheap."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 FAKE = """
-import sys, time
+import asyncio, gc, sys, time
+gc.disable()  # the harness must not pause: it lives for one run, its memory is bounded
 sys.path.insert(0, {root!r})
+try:
+    import uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+except ImportError:
+    pass
 from tests.fakes.llm_server import FakeLLM, ok
 fake = FakeLLM(models=("bench",)).start()
 fake.default_step = ok(ttft_ms={ttft})
