@@ -11,6 +11,7 @@ from pathlib import Path
 from app.answer.answer import AnswerConfig, AnswerDeps
 from app.answer.cache import AnswerCache
 from app.answer.conversation import Conversations
+from app.answer.grounding_pool import GroundingPool
 from app.answer.retrieve import Retriever
 from app.answer.risk import RiskPolicy
 from app.db import Database
@@ -115,6 +116,11 @@ def build_answers(
         risk=RiskPolicy(settings.high_risk_topics, settings.high_risk_collections),
         cache=cache,
         judge=judge,
+        grounding_pool=(
+            GroundingPool(settings, settings.grounding_workers)
+            if settings.grounding_workers
+            else None
+        ),
         config=AnswerConfig(
             sources=settings.answer_sources,
             low=low,
@@ -172,6 +178,8 @@ class Services:
 
     def close(self) -> None:
         self.answers.lanes.close()
+        if self.answers.grounding_pool is not None:
+            self.answers.grounding_pool.close()
         self.index.close()
         if self.cache_index is not None:
             self.cache_index.close()

@@ -226,6 +226,13 @@ class Settings(BaseSettings):
         "'openai:MODEL' (several separated by '->' form a chain). Its verdicts can only make "
         "the offline checker's stricter; if it fails, high-risk answers are held for review.",
     )
+    grounding_workers: int = Field(
+        default=1,
+        ge=0,
+        description="Worker processes that check the grounding of finished low-risk answers, "
+        "at a lower CPU priority, so that it never delays other answers' first words. 0 "
+        "checks in the server process.",
+    )
     high_risk_allow_partial: bool = Field(
         default=False,
         description="Whether a high-risk answer may be released with partially supported "

@@ -281,9 +281,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=40.0, help="length of a steady run")
     p.add_argument("--embedder", default="hash", choices=("hash", "minilm"))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument(
+        "--pace",
+        type=float,
+        default=None,
+        help="tokens a second after the first (default: the whole answer at once)",
+    )
+    p.add_argument(
+        "--answer-words", type=int, default=0, help="answer length (default: 1 sentence)"
+    )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let Docent, the fake and the load share every core (default: Docent on CPU 0)",
+    )
     args = p.parse_args(argv)
 
-    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     if pin:
         os.sched_setaffinity(0, {1})
     work = Path(tempfile.mkdtemp(prefix="docent-bench-answer-"))
@@ -296,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
             "pinning": "server on CPU 0, upstream fake and load on CPU 1" if pin else "none",
         },
         "upstream_ttft_ms": args.ttft_ms,
+        "upstream_pace_tokens_per_s": args.pace,
+        "answer_words": args.answer_words,
         "shape": args.shape,
         "embedder": args.embedder,
         "commit": subprocess.run(
@@ -303,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         ).stdout.strip(),
         "by_streams": {},
     }
-    fake = start_fake(args.ttft_ms, pin)
+    fake = start_fake(args.ttft_ms, pin, args.pace, args.answer_words)
     upstream = fake.stdout.readline().strip() if fake.stdout else ""
     try:
         port = _free_port()
@@ -415,9 +431,17 @@ def split(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    """User + system CPU time so far of a process and its live children (its grounding
+    workers), from Linux /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += int(fields[11]) + int(fields[12])
+    return total / float(os.sysconf("SC_CLK_TCK"))
 
 
 def step_medians(db: Path) -> dict[str, float]:
@@ -452,17 +476,27 @@ try:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 except ImportError:
     pass
-from tests.fakes.llm_server import FakeLLM, ok
+from tests.fakes.llm_server import FakeLLM, default_answer, ok
+
+def text(body, words={words}):
+    sentence = default_answer(body)
+    return " ".join([sentence] * max(1, -(-words // len(sentence.split()))))
+
 fake = FakeLLM(models=("bench",)).start()
-fake.default_step = ok(ttft_ms={ttft})
+fake.default_step = ok(text=text, ttft_ms={ttft}, tokens_per_s={pace})
 print(fake.openai_base_url, flush=True)
 time.sleep(24 * 3600)
 """
 
 
-def start_fake(ttft_ms: int, pin: bool) -> subprocess.Popen[str]:
-    """The fake upstream in its own process (its own interpreter lock), on the load's CPU."""
-    cmd = [sys.executable, "-c", FAKE.format(root=str(ROOT), ttft=ttft_ms)]
+def start_fake(
+    ttft_ms: int, pin: bool, pace: float | None = None, words: int = 0
+) -> subprocess.Popen[str]:
+    """The fake upstream in its own process (its own interpreter lock), on the load's CPU.
+    ``pace``: tokens a second after the first (None: the whole answer at once); ``words``:
+    the answer's length (its first-sentence answer repeated; 0: one sentence)."""
+    code = FAKE.format(root=str(ROOT), ttft=ttft_ms, pace=pace, words=words)
+    cmd = [sys.executable, "-c", code]
     if pin:
         cmd = ["taskset", "-c", "1", *cmd]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

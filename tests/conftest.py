@@ -27,6 +27,9 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
         "embedder": "hash",
         "ingest_own_docs": False,
         "answer_min_similarity": 0.2,
+        # Grounding in a worker process has its own test (test_answer.py); elsewhere a
+        # thread saves each test a process start.
+        "grounding_workers": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

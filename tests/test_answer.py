@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from app.answer.answer import REFUSED, SAFE_ANSWER, AnswerDeps, answer
+from app.answer.delivery import ground_offline
 from app.db.tables import AnswerRecord, CacheEntry, Message, ReviewItem
 from app.embeddings import HashEmbedder
 from app.models import ChatRequest
@@ -110,6 +111,42 @@ def test_low_risk_streams_and_is_audited(services: Services) -> None:
     assert {"retrieve_ms", "first_token_ms", "total_ms"} <= set(timings)
     # The prompt carries the sources as delimited data.
     assert '<source id="1"' in a.requests[0].prompt and a.requests[0].system
+
+
+def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = Services.build(
+        make_settings(tmp_path / "data", grounding_workers=1), embedder=HashEmbedder()
+    )
+    try:
+        s.ingestor.receive(TENANT, "default", "leave.txt", LEAVE.encode())
+        s.ingestor.run_pending()
+        deps = with_providers(s, ScriptedProvider("a"))
+        pool = deps.grounding_pool
+        assert pool is not None
+
+        def grounded() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            events = ask(deps, "How long is parental leave?", use_cache=False)
+            text = last(events, "done")["text"]
+            hits = s.retriever.search(TENANT, "How long is parental leave?", 5, None)
+            again = ground_offline(deps, text, hits)  # the same check, in this process
+            return last(events, "grounding"), [v.to_event() for v in again]
+
+        in_worker, here = grounded()
+        assert pool._pool is not None, "the worker process did the grounding"
+        assert in_worker["sentences"] == here and here[0]["verdict"] == "supported"
+        # A worker that dies: that answer is grounded in a thread, the next in a new worker.
+        for proc in list(pool._pool._processes.values()):  # type: ignore[union-attr]
+            proc.kill()
+            proc.join(5)
+        in_thread, here = grounded()
+        assert in_thread["sentences"] == here
+        assert "grounding in a thread" in caplog.text
+        in_new_worker, here = grounded()
+        assert in_new_worker["sentences"] == here and pool._pool is not None
+    finally:
+        s.close()
 
 
 def test_low_risk_failure_mid_answer_resets_and_replaces(services: Services) -> None:

@@ -45,15 +45,30 @@ def ground_offline(deps: AnswerDeps, text: str, sources: list[ChunkHit]) -> list
     return ground_sentences(text, sources, deps.embedder)
 
 
+async def ground_later(
+    deps: AnswerDeps, text: str, sources: list[ChunkHit]
+) -> list[SentenceGrounding]:
+    """Grounding nobody waits for: in a worker process if there is one, else a thread."""
+    if deps.grounding_pool is not None:
+        try:
+            return await deps.grounding_pool.ground(text, sources, deps.config.supported_at)
+        except Exception:
+            log.exception("grounding in a worker process failed; grounding in a thread")
+    return await deps.lanes.after(ground_offline, deps, text, sources)
+
+
 JUDGE_UNAVAILABLE = "offline; the judge model was unavailable"
 
 
 async def check_grounding(
     deps: AnswerDeps, text: str, sources: list[ChunkHit], trace: ChainTrace, *, fast: bool
 ) -> tuple[list[SentenceGrounding], str]:
-    """Offline verdicts, made stricter by the judge model when one is configured."""
-    lane = deps.lanes.fast if fast else deps.lanes.after
-    verdicts = await lane(ground_offline, deps, text, sources)
+    """Offline verdicts, made stricter by the judge model when one is configured. ``fast``:
+    the verdicts stand between the question and its first byte (high risk)."""
+    if fast:
+        verdicts = await deps.lanes.fast(ground_offline, deps, text, sources)
+    else:
+        verdicts = await ground_later(deps, text, sources)
     if not deps.judge:
         return verdicts, "offline"
     judged = await judge_grounding(
@@ -245,7 +260,7 @@ async def buffered(
     # Not verified: a safe answer, and a person reviews the draft. If the review item cannot be
     # stored, queue_review raises and nothing at all is released (fail closed).
     cleaned, _ = strip_forged_markers(draft, sources)
-    verdicts = await deps.lanes.after(ground_offline, deps, cleaned, sources)
+    verdicts = await ground_later(deps, cleaned, sources)
     grounding = [v.to_event() for v in verdicts]  # offline: what the reviewer sees first
     review_id = await deps.lanes.after(
         queue_review,

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from app.answer.cache import AnswerCache
 from app.answer.conversation import Conversations
+from app.answer.grounding_pool import GroundingPool
 from app.answer.retrieve import Retriever
 from app.answer.risk import RiskPolicy
 from app.db import Database
@@ -88,3 +89,5 @@ class AnswerDeps:
     """Providers for the LLM grounding judge (DOCENT_GROUNDING_JUDGE), if configured."""
     config: AnswerConfig = field(default_factory=AnswerConfig)
     lanes: Lanes = field(default_factory=Lanes)
+    grounding_pool: GroundingPool | None = None
+    """Worker processes for the grounding of finished low-risk answers; None: a thread."""
