@@ -17,6 +17,22 @@ class JobStatus(StrEnum):
     failed = "failed"
 
 
+class PassageInContext(BaseModel):
+    """A cited chunk inside the text around it, for a reader checking a citation."""
+
+    chunk_id: str
+    document_id: str
+    title: str
+    filename: str
+    version: int
+    page: int | None
+    start: int
+    end: int
+    before: str
+    passage: str
+    after: str
+
+
 class DocumentInfo(BaseModel):
     id: str
     tenant: str
@@ -115,12 +131,32 @@ class ChatRequest(BaseModel):
         le=1.0,
         description="Raise (never lower) the similarity a cached question needs.",
     )
+    render: Literal["html"] | None = Field(
+        default=None,
+        description="'html': also send the answer as sanitised HTML (rendered Markdown with "
+        "citation links and grounding marks): `render` events while it streams, and `html` in "
+        "`done`. For web pages; API clients usually render the text themselves.",
+    )
+
+
+class FeedbackRequest(BaseModel):
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=2000)
 
 
 class AnswerEvent(BaseModel):
     """One server-sent event of an answer stream (see ARCHITECTURE.md, SSE contract)."""
 
     event: Literal[
-        "meta", "sources", "status", "delta", "reset", "citations", "grounding", "done", "error"
+        "meta",
+        "sources",
+        "status",
+        "delta",
+        "reset",
+        "citations",
+        "grounding",
+        "done",
+        "error",
+        "render",
     ]
     data: dict[str, Any]

@@ -4,11 +4,12 @@ Every lookup is scoped by tenant; another tenant's id is as unknown as a missing
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import undefer
 
 from app.db import Database
-from app.db.tables import Document, Job
+from app.db.tables import Chunk, Document, Job
 from app.errors import NotFound
-from app.models import DocumentInfo, JobInfo, JobStatus
+from app.models import DocumentInfo, JobInfo, JobStatus, PassageInContext
 
 
 def _document_info(doc: Document, job: Job | None) -> DocumentInfo:
@@ -71,4 +72,48 @@ def get_job(db: Database, tenant: str, job_id: str) -> JobInfo:
             chunks_indexed=job.chunks_indexed,
             created_at=job.created_at,
             updated_at=job.updated_at,
+        )
+
+
+def passage_in_context(
+    db: Database, tenant: str, chunk_id: str, around: int = 600
+) -> PassageInContext:
+    """A chunk with up to ``around`` characters of its document's text on each side (cut at a
+    word), from the version the chunk belongs to."""
+    with db.session() as s:
+        chunk = s.get(Chunk, chunk_id)
+        if chunk is None or chunk.tenant != tenant:
+            raise NotFound("No such passage. Its document may have been deleted or re-indexed.")
+        doc = s.get(Document, chunk.document_id)
+        job = s.scalars(
+            select(Job)
+            .where(Job.document_id == chunk.document_id, Job.version == chunk.version)
+            .options(undefer(Job.text))
+        ).one_or_none()
+        if doc is None:
+            raise NotFound("No such passage. Its document may have been deleted.")
+        text = job.text if job is not None and job.text else None
+        if text is not None and text[chunk.start : chunk.end].strip():
+            lo, hi = max(0, chunk.start - around), min(len(text), chunk.end + around)
+            before, passage, after = text[lo : chunk.start], text[chunk.start : chunk.end], text[
+                chunk.end : hi
+            ]
+            if lo > 0:
+                before = "…" + before.split(" ", 1)[-1]
+            if hi < len(text):
+                after = after.rsplit(" ", 1)[0] + "…"
+        else:  # the text of that version is gone: the chunk alone
+            before, passage, after = "", chunk.text, ""
+        return PassageInContext(
+            chunk_id=chunk.id,
+            document_id=doc.id,
+            title=doc.title,
+            filename=doc.filename,
+            version=chunk.version,
+            page=chunk.page,
+            start=chunk.start,
+            end=chunk.end,
+            before=before,
+            passage=passage,
+            after=after,
         )

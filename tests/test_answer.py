@@ -294,8 +294,26 @@ def test_follow_ups_are_condensed_and_conversations_stored(services: Services) -
     with services.db.session() as db:
         roles = [m.role for m in db.scalars(select(Message).order_by(Message.created_at))]
     assert roles == ["user", "assistant", "user", "assistant"]
-    foreign = ask(deps, "Hello?", conversation_id="00000000-0000-0000-0000-000000000000")
+    # Another tenant's conversation is as unknown as a made-up id.
+    services.answers.conversations.add_turn(
+        "other", "11111111-1111-1111-1111-111111111111", "q", "a", "x"
+    )
+    foreign = ask(deps, "Hello?", conversation_id="11111111-1111-1111-1111-111111111111")
     assert last(foreign, "error")["code"] == "not_found"
+    assert last(ask(deps, "Hello?", conversation_id="not-an-id"), "error")["code"] == "not_found"
+
+
+def test_a_conversation_whose_first_answer_failed_can_go_on(services: Services) -> None:
+    """Its id came in the meta event but no turn was stored: asking again continues it."""
+    a = ScriptedProvider("a", [fail("server", True), fail("server", True)])
+    deps = with_providers(services, a)
+    failed = ask(deps, "How long is parental leave?")
+    assert names(failed)[-1] == "error"
+    conversation = last(failed, "meta")["conversation_id"]
+    again = ask(deps, "How long is parental leave?", conversation_id=conversation)
+    assert names(again)[-1] == "done" and last(again, "meta")["conversation_id"] == conversation
+    with services.db.session() as db:
+        assert [m.role for m in db.scalars(select(Message))] == ["user", "assistant"]
 
 
 def test_a_client_that_leaves_closes_the_upstream_and_is_audited(services: Services) -> None:

@@ -116,6 +116,68 @@ def test_chat_streams_cited_answer(client: TestClient[Any]) -> None:
     assert cited_titles == {"faq"}
 
 
+def test_chat_for_the_web_page_carries_sanitised_html_and_its_sources_open_in_context(
+    client: TestClient[Any],
+) -> None:
+    upload_and_wait(client, ("travel.md", HANDBOOK.encode()), ("faq.txt", FAQ.encode()))
+    body = {"question": "How long does parental leave last?", "render": "html"}
+    events = sse_events(client.post("/api/chat", json=body).text)
+    done = events[-1][1]
+    assert events[-1][0] == "done"
+    assert 'class="cite"' in done["html"] and "sixteen weeks" in done["html"]
+    assert 'class="mark mark-supported"' in done["html"], "grounding marks in the page"
+    # Without render, no html (API clients render the text themselves).
+    plain = sse_events(client.post("/api/chat", json={"question": body["question"]}).text)
+    assert "html" not in plain[-1][1] and "render" not in [n for n, _ in plain]
+    # A citation opens its passage inside the document's text.
+    cited = dict(events)["citations"]["citations"][0]
+    passage = client.get(f"/api/passages/{cited['chunk_id']}").json()
+    assert passage["title"] == "faq" and "sixteen weeks" in passage["passage"]
+    assert passage["before"] + passage["passage"] + passage["after"] in FAQ + "\n"
+    assert client.get("/api/passages/no-such-chunk").status_code == 404
+
+
+def test_conversations_are_listed_and_reopened_with_their_sources(
+    client: TestClient[Any],
+) -> None:
+    upload_and_wait(client, ("faq.txt", FAQ.encode()))
+    events = sse_events(
+        client.post("/api/chat", json={"question": "How long does parental leave last?"}).text
+    )
+    meta = events[0][1]
+    conv_id = meta["conversation_id"]
+    rows = client.get("/api/conversations").json()
+    assert [r["id"] for r in rows] == [conv_id]
+    assert rows[0]["title"] == "How long does parental leave last?"
+    conv = client.get(f"/api/conversations/{conv_id}").json()
+    user, assistant = conv["messages"]
+    assert user == {"role": "user", "content": "How long does parental leave last?"}
+    assert assistant["answer_id"] == meta["answer_id"]
+    assert assistant["sources"][0]["title"] == "faq" and assistant["sources"][0]["chunk_id"]
+    assert 'class="cite"' in assistant["html"] and assistant["grounding"]
+    assert client.get("/api/conversations/nope").status_code == 404
+
+
+def test_feedback_on_an_answer_is_kept_and_the_latest_counts(
+    client: TestClient[Any], settings: Any
+) -> None:
+    import sqlite3
+
+    upload_and_wait(client, ("faq.txt", FAQ.encode()))
+    events = sse_events(
+        client.post("/api/chat", json={"question": "How long does parental leave last?"}).text
+    )
+    answer_id = events[0][1]["answer_id"]
+    url = f"/api/answers/{answer_id}/feedback"
+    assert client.post(url, json={"rating": "up"}).status_code == 200
+    assert client.post(url, json={"rating": "down", "comment": "Too short"}).status_code == 200
+    with sqlite3.connect(settings.data_dir / "docent.db") as db:
+        rows = db.execute("SELECT rating, comment FROM feedback").fetchall()
+    assert rows == [("down", "Too short")]
+    assert client.post(url, json={"rating": "meh"}).status_code == 400
+    assert client.post("/api/answers/nope/feedback", json={"rating": "up"}).status_code == 404
+
+
 def test_chat_says_when_documents_do_not_answer(client: TestClient[Any]) -> None:
     events = sse_events(
         client.post("/api/chat", json={"question": "What is our refund policy?"}).text

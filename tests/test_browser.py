@@ -67,22 +67,20 @@ def test_chat_streams_answer_and_links_sources(page: Any, live_server: LiveServe
     page.evaluate(
         """() => { window.__updates = 0;
         new MutationObserver(() => window.__updates++).observe(
-            document.getElementById('answer'),
+            document.getElementById('thread'),
             {childList: true, characterData: true, subtree: true});
         }"""
     )
     page.fill("#question", "How do I upload a document?")
     page.press("#question", "Enter")
-    page.wait_for_selector("#answer a.cite", timeout=60_000)
+    page.wait_for_selector(".turn .actions:not([hidden])", timeout=60_000)
     assert page.evaluate("window.__updates") >= 3, "text should arrive in several steps"
-    assert "upload" in page.inner_text("#answer").lower()
-    sources = page.locator("#sources li")
+    assert "upload" in page.inner_text(".turn .answer-body").lower()
+    sources = page.locator(".turn .sources li")
     assert sources.count() >= 1
-    first_cite = page.locator("#answer a.cite").first
-    target = first_cite.get_attribute("href")
-    first_cite.click()
-    assert page.url.endswith(target)
-    assert page.locator(target).is_visible()
+    page.locator(".turn .answer-body a.cite").first.click()
+    page.locator("#source-panel").wait_for(state="visible")
+    page.locator("#source-text mark").wait_for()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
     assert page.dialogs == [] and page.foreign == []
@@ -113,8 +111,8 @@ def test_upload_page_indexes_a_file_and_hostile_text_stays_inert(
     page.goto(live_server.url + "/")
     page.fill("#question", "What does the canteen serve on Tuesdays?")
     page.press("#question", "Enter")
-    page.wait_for_selector("#sources li", timeout=60_000)
+    page.wait_for_selector(".turn .sources li", timeout=60_000)
     page.wait_for_selector("#send:not([disabled])", timeout=60_000)
     assert page.evaluate("window.__pwned") is None
-    assert page.evaluate("document.querySelectorAll('#answer img, #sources img').length") == 0
+    assert page.evaluate("document.querySelectorAll('.turn img').length") == 0
     assert page.dialogs == [] and page.foreign == []

@@ -10,8 +10,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from app.db import Database
-from app.db.tables import AnswerRecord, ReviewItem
+from app.db.tables import AnswerRecord, Feedback, ReviewItem
+from app.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +131,21 @@ def queue_review(
             )
         )
     return item_id
+
+
+def record_feedback(
+    db: Database, tenant: str, answer_id: str, rating: str, comment: str | None
+) -> None:
+    """Keep a reader's verdict on an answer (the latest replaces an earlier one)."""
+    with db.session() as s:
+        answer = s.get(AnswerRecord, answer_id)
+        if answer is None or answer.tenant != tenant:
+            raise NotFound("No such answer. Feedback can be given on answers of this site only.")
+        row = s.scalars(
+            select(Feedback).where(Feedback.tenant == tenant, Feedback.answer_id == answer_id)
+        ).one_or_none()
+        if row is None:
+            row = Feedback(id=str(uuid.uuid4()), tenant=tenant, answer_id=answer_id, rating="")
+            s.add(row)
+        row.rating = rating
+        row.comment = (comment or "").strip() or row.comment

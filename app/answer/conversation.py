@@ -8,16 +8,18 @@ the follow-up to the question it follows.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from contextlib import aclosing
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 
 from app.answer.prompts import condense_prompt
 from app.db import Database
-from app.db.tables import Conversation, Message, utcnow
+from app.db.tables import AnswerRecord, Chunk, Conversation, Document, Message, utcnow
 from app.errors import DocentError, NotFound
 from app.providers import Finished, GenerationRequest
 from app.providers.fallback import ChainTrace, Deadlines, FallbackChain
@@ -79,9 +81,17 @@ class Conversations:
         self._db = db
 
     def history(self, tenant: str, conversation_id: str) -> list[tuple[str, str]]:
+        """Earlier turns, oldest first. An id with no stored turn yet (its first answer
+        failed, so nothing was stored) starts empty: Docent handed it out in a meta event."""
         with self._db.session() as s:
             conv = s.get(Conversation, conversation_id)
-            if conv is None or conv.tenant != tenant:
+            if conv is None:
+                try:
+                    uuid.UUID(conversation_id)
+                except ValueError:
+                    raise NotFound("That conversation does not exist. Start a new one.") from None
+                return []
+            if conv.tenant != tenant:
                 raise NotFound("That conversation does not exist. Start a new one.")
             rows = s.scalars(
                 select(Message)
@@ -135,3 +145,55 @@ class Conversations:
             return [
                 {"id": c.id, "title": c.title, "updated_at": c.updated_at.isoformat()} for c in rows
             ]
+
+    def transcript(self, tenant: str, conversation_id: str) -> dict[str, Any]:
+        """A conversation's turns; an answer comes with its sources (as numbered when it was
+        written) and grounding verdicts, from its audit row."""
+        with self._db.session() as s:
+            conv = s.get(Conversation, conversation_id)
+            if conv is None or conv.tenant != tenant:
+                raise NotFound("That conversation does not exist. Start a new one.")
+            messages = list(
+                s.scalars(
+                    select(Message)
+                    .where(Message.tenant == tenant, Message.conversation_id == conversation_id)
+                    .order_by(Message.created_at)
+                )
+            )
+            ids = [m.answer_id for m in messages if m.answer_id]
+            audits = {
+                a.id: a
+                for a in s.scalars(select(AnswerRecord).where(AnswerRecord.id.in_(ids)))
+                if a.tenant == tenant
+            }
+            chunk_ids = {c for a in audits.values() for c in json.loads(a.chunk_ids)}
+            chunks = {
+                c.id: (c, d)
+                for c, d in s.execute(
+                    select(Chunk, Document)
+                    .join(Document, Document.id == Chunk.document_id)
+                    .where(Chunk.id.in_(chunk_ids), Chunk.tenant == tenant)
+                )
+            }
+            turns: list[dict[str, Any]] = []
+            for m in messages:
+                turn: dict[str, Any] = {"role": m.role, "content": m.content}
+                audit = audits.get(m.answer_id or "")
+                if m.role == "assistant":
+                    turn["answer_id"] = m.answer_id
+                    turn["sources"], turn["grounding"] = [], []
+                if audit is not None:
+                    for n, chunk_id in enumerate(json.loads(audit.chunk_ids), start=1):
+                        found = chunks.get(chunk_id)
+                        turn["sources"].append(
+                            {
+                                "n": n,
+                                "chunk_id": chunk_id,
+                                "title": found[1].title if found else "(deleted document)",
+                                "page": found[0].page if found else None,
+                                "snippet": " ".join(found[0].text.split())[:280] if found else "",
+                            }
+                        )
+                    turn["grounding"] = json.loads(audit.grounding)
+                turns.append(turn)
+            return {"id": conv.id, "title": conv.title, "messages": turns}

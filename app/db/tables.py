@@ -158,6 +158,22 @@ class AnswerRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Feedback(Base):
+    """A reader's thumbs up or down on an answer, with an optional comment; the latest one
+    counts."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("tenant", "answer_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    answer_id: Mapped[str] = mapped_column(String(36))
+    rating: Mapped[str] = mapped_column(String(8))
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class ReviewItem(Base):
     """A high-risk answer that could not be validated, waiting for a person."""
 
@@ -199,4 +215,43 @@ class CacheEntry(Base):
     model: Mapped[str] = mapped_column(String(128))
     curated: Mapped[bool] = mapped_column(default=False)
     hits: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- people ----------------------------------------------------------------------------------
+
+
+class User(Base):
+    """Someone who signs in to the web pages: role 'admin' (chat and console) or 'user'."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebSession(Base):
+    """A signed-in browser. Only a hash of the cookie's value is stored."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class ApiKey(Base):
+    """A key for API clients (``Authorization: Bearer ...``). Only its hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -12,18 +12,22 @@ from litestar.response import ServerSentEvent
 from sqlalchemy import func, select
 
 from app.answer.answer import answer
+from app.answer.audit import record_feedback
 from app.db.tables import Chunk, Document, Job
 from app.errors import InvalidRequest
 from app.models import (
     ChatRequest,
     DocumentInfo,
+    FeedbackRequest,
     JobInfo,
     JobStatus,
+    PassageInContext,
     SearchRequest,
     SearchResponse,
     UploadResult,
 )
 from app.services import Services
+from app.web.render import render_answer, with_html
 from app.web.sse import answer_stream
 from ingest import catalog
 from ingest.worker import BackgroundWorker
@@ -81,6 +85,16 @@ class DocumentController(Controller):
     def delete_document(self, state: State, document_id: str) -> None:
         _services(state).delete_document(_tenant(state), document_id)
 
+    @get(
+        "/passages/{chunk_id:str}",
+        sync_to_thread=True,
+        summary="A cited passage in the text around it",
+    )
+    def passage(self, state: State, chunk_id: str) -> PassageInContext:
+        """What a citation's ``chunk_id`` points at: the passage with the document text
+        before and after it, its title and page."""
+        return catalog.passage_in_context(_services(state).db, _tenant(state), chunk_id)
+
     @get("/jobs/{job_id:str}", sync_to_thread=True, summary="An ingestion job's progress")
     def get_job(self, state: State, job_id: str) -> JobInfo:
         return catalog.get_job(_services(state).db, _tenant(state), job_id)
@@ -108,12 +122,52 @@ class SearchController(Controller):
     @post("/chat", status_code=200, summary="Ask a question; the answer streams as SSE")
     async def chat(self, state: State, data: ChatRequest) -> ServerSentEvent:
         """Events: meta, sources, status, delta, reset, citations, grounding, then done or
-        error (see ARCHITECTURE.md); comment lines keep an idle stream open."""
+        error (see ARCHITECTURE.md); comment lines keep an idle stream open. With
+        ``render: "html"``, also ``render`` events and ``done.html`` (app/web/render.py)."""
         services = _services(state)
         deps, tenant = services.answers, _tenant(state)
 
         interval = services.settings.sse_keepalive_s
-        return ServerSentEvent(answer_stream(answer(deps, tenant, data), interval))
+        events = answer(deps, tenant, data)
+        if data.render == "html":
+            events = with_html(events)
+        return ServerSentEvent(answer_stream(events, interval))
+
+
+class ConversationController(Controller):
+    path = "/api"
+    tags = ["search and chat"]  # noqa: RUF012
+
+    @get("/conversations", sync_to_thread=True, summary="Recent conversations")
+    def conversations(self, state: State) -> list[dict[str, object]]:
+        return _services(state).answers.conversations.list(_tenant(state))
+
+    @get(
+        "/conversations/{conversation_id:str}",
+        sync_to_thread=True,
+        summary="A conversation's questions and answers",
+    )
+    def conversation(self, state: State, conversation_id: str) -> dict[str, Any]:
+        """Answers carry their sources, grounding verdicts and sanitised ``html``."""
+        found = _services(state).answers.conversations.transcript(_tenant(state), conversation_id)
+        for turn in found["messages"]:
+            if turn["role"] == "assistant":
+                turn["html"] = render_answer(
+                    turn["content"], len(turn["sources"]), turn["grounding"]
+                )
+        return found
+
+    @post(
+        "/answers/{answer_id:str}/feedback",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Thumbs up or down on an answer, with an optional comment",
+    )
+    def feedback(self, state: State, answer_id: str, data: FeedbackRequest) -> dict[str, bool]:
+        services = _services(state)
+        services.answers.lanes.flush_writes()  # the answer's audit row may be on its way
+        record_feedback(services.db, _tenant(state), answer_id, data.rating, data.comment)
+        return {"ok": True}
 
 
 @get("/health", sync_to_thread=True, tags=["operations"], summary="Liveness and counts")

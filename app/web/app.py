@@ -21,7 +21,7 @@ from litestar.template.config import TemplateConfig
 from app.errors import DocentError
 from app.services import Services, ingest_own_docs_once
 from app.settings import Settings
-from app.web.api import DocumentController, SearchController, health
+from app.web.api import ConversationController, DocumentController, SearchController, health
 from app.web.errors import docent_error, http_error, unexpected_error
 from app.web.openai_compat import OpenAICompatController
 from ingest.worker import BackgroundWorker
@@ -84,6 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             health,
             DocumentController,
             SearchController,
+            ConversationController,
             OpenAICompatController,
             create_static_files_router(path="/static", directories=[front / "static"]),
         ],
