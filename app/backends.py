@@ -51,7 +51,7 @@ def connect(settings: Settings) -> Docent:
         return LocalDocent(settings, lock)
     owner = lock.owner()
     if owner is not None and owner.url:
-        return RemoteDocent(owner.url)
+        return RemoteDocent(owner.url, token=owner.token)
     who = f"process {owner.pid}" if owner else "another process"
     raise DocentError(
         f"The data directory {settings.data_dir} is busy ({who} is using it and is not a "
@@ -146,8 +146,9 @@ class LocalDocent:
 
 
 class RemoteDocent:
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
-        self._http = httpx.Client(base_url=url, timeout=timeout)
+    def __init__(self, url: str, timeout: float = 60.0, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
 
     def _check(self, response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:

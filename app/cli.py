@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from app.backends import Docent, connect
+from app.db import Database
 from app.errors import DocentError
 from app.settings import Settings
 
@@ -79,9 +81,10 @@ def serve(
         console.print("Loading the embedding model and opening the index…")
         services = Services.build(settings)
         url = f"http://{settings.host}:{settings.port}"
-        lock.advertise(url)
+        local_token = secrets.token_urlsafe(32)
+        lock.advertise(url, local_token)
         console.print(f"Docent is running at [bold]{url}[/bold] (data in {settings.data_dir})")
-        app = create_app(settings, services)
+        app = create_app(settings, services, local_token=local_token)
         quiet_garbage_collector()
         uvicorn.run(
             app,
@@ -225,6 +228,79 @@ def documents_delete(document_id: Annotated[str, typer.Argument(help="Document i
     with _docent() as client:
         client.delete(document_id)
     console.print(f"Deleted {document_id}.")
+
+
+@contextmanager
+def _database() -> Iterator[Database]:
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.sqlalchemy_url)
+    try:
+        db.migrate()
+        yield db
+    except DocentError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        db.close()
+
+
+def _new_user(username: str, role: str, password: str | None) -> None:
+    from app import accounts
+
+    if password is None:
+        password = typer.prompt(
+            f"Password for {username} (10 characters or more)",
+            hide_input=True,
+            confirmation_prompt=True,
+        )
+    with _database() as db:
+        accounts.create_user(db, username, password, "admin" if role == "admin" else "user")
+    console.print(
+        f"Created {role} [bold]{username}[/bold]. Sign-in is required from now on; sign in "
+        "at /login."
+    )
+
+
+_PASSWORD = typer.Option(
+    help="The password (prompted for, hidden, when left out; avoid putting it in shell history)."
+)
+
+
+@cli.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Argument(help="The admin's username.")],
+    password: Annotated[str | None, _PASSWORD] = None,
+) -> None:
+    """Create an admin of the web pages (chat and console). Until the first admin exists,
+    Docent is open to anyone who can reach it; after that, everyone signs in."""
+    _new_user(username, "admin", password)
+
+
+@cli.command("create-user")
+def create_user(
+    username: Annotated[str, typer.Argument(help="The user's username.")],
+    password: Annotated[str | None, _PASSWORD] = None,
+) -> None:
+    """Create a user of the chat (not the console)."""
+    _new_user(username, "user", password)
+
+
+@cli.command("create-api-key")
+def create_api_key(
+    name: Annotated[str, typer.Argument(help="What the key is for, e.g. 'intranet-bot'.")],
+    role: Annotated[str, typer.Option(help="'user' (search and chat) or 'admin'.")] = "user",
+) -> None:
+    """Create a key for API clients (Authorization: Bearer KEY). It is shown once."""
+    from app import accounts
+
+    if role not in ("user", "admin"):
+        err.print("[red]--role is 'user' or 'admin'.[/red]")
+        raise typer.Exit(2)
+    with _database() as db:
+        key = accounts.create_api_key(db, name, "admin" if role == "admin" else "user")
+    console.print(f"API key for {name} ({role}); it is not shown again:")
+    sys.stdout.write(key + "\n")
 
 
 def main() -> None:

@@ -139,6 +139,17 @@ class ChatRequest(BaseModel):
     )
 
 
+class ReviewDecision(BaseModel):
+    action: Literal["approve", "edit", "reject"]
+    text: str | None = Field(
+        default=None, max_length=20000, description="The corrected answer, for 'edit'."
+    )
+    promote: bool = Field(
+        default=False,
+        description="Also serve the approved text from the answer cache as a curated answer.",
+    )
+
+
 class FeedbackRequest(BaseModel):
     rating: Literal["up", "down"]
     comment: str | None = Field(default=None, max_length=2000)

@@ -21,6 +21,9 @@ from app.errors import Busy
 class Owner:
     pid: int
     url: str | None
+    token: str | None = None
+    """The server's key for command-line tools on this machine (admin rights; only readable
+    by whoever can read the data directory's server.json, which is mode 0600)."""
 
 
 class DataDirLock:
@@ -60,9 +63,12 @@ class DataDirLock:
                 "point DOCENT_DATA_DIR somewhere else."
             )
 
-    def advertise(self, url: str) -> None:
+    def advertise(self, url: str, token: str | None = None) -> None:
         tmp = self._server_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "url": url}))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"pid": os.getpid(), "url": url, "token": token}))
         tmp.replace(self._server_path)
 
     def owner(self) -> Owner | None:
@@ -71,14 +77,15 @@ class DataDirLock:
             pid = int(self._lock_path.read_text().strip() or 0)
         except (OSError, ValueError):
             return None
-        url = None
+        url = token = None
         try:
             info = json.loads(self._server_path.read_text())
             if info.get("pid") == pid:
                 url = str(info["url"])
+                token = info.get("token")
         except (OSError, ValueError, KeyError):
             pass
-        return Owner(pid, url) if pid else None
+        return Owner(pid, url, token) if pid else None
 
     def release(self) -> None:
         if self._file is None:

@@ -325,3 +325,34 @@ def test_hostile_documents_and_answers_stay_inert(page: Any, fake: FakeLLM) -> N
     csp = httpx.get(page.url).headers["content-security-policy"]
     assert "script-src 'self'" in csp and "object-src 'none'" in csp
     assert json.dumps(page.dialogs) == "[]"
+
+
+def test_a_held_answer_is_approved_in_the_review_queue_and_then_served_curated(
+    page: Any, fake: FakeLLM, server: dict[str, Any]
+) -> None:
+    question = "What is the largest daily dose of ibuprofen for adults?"
+    wrong = ok(text="Adults may take up to 2400 mg of ibuprofen a day [1].", ttft_ms=100)
+    fake.script("browser", wrong, wrong)
+    ask(page, question)
+    reply = wait_done(page)
+    assert "Held for review" in reply.locator(".badge-review").inner_text()
+    assert "2400" not in reply.locator(".answer-body").inner_text(), "never shown unchecked"
+
+    page.goto(server["url"] + "/console/review")
+    page.locator("#review-list button", has_text=question).click()
+    page.locator("#item-draft .mark-unsupported").first.wait_for()
+    assert "2400 mg" in page.locator("#item-draft").inner_text()
+    assert page.locator("#item-sources li").count() >= 1
+    page.fill("#edit-text", "The maximum dose of ibuprofen for adults is 1200 mg a day [1].")
+    shot(page, "console-review")
+    page.click("#decision button[data-action=edit]")
+    page.locator("#decided").wait_for()
+    assert "edited" in page.locator("#decided-line").inner_text()
+    assert "2400 mg" in page.locator("#decided-before").inner_text()
+    assert "1200 mg" in page.locator("#decided-after").inner_text()
+
+    page.goto(server["url"] + "/")
+    ask(page, question)
+    again = wait_done(page)
+    assert "Curated answer" in again.locator(".badge-cache").inner_text()
+    assert "1200 mg" in again.locator(".answer-body").inner_text()

@@ -189,6 +189,11 @@ class ReviewItem(Base):
     sources: Mapped[str] = mapped_column(Text, default="[]")
     grounding: Mapped[str] = mapped_column(Text, default="[]")
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    final_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """What the reviewer approved: the draft, or their edit of it (kept beside the draft)."""
+    reviewer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    cache_entry_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -11,6 +11,7 @@ from litestar.datastructures import State, UploadFile
 from litestar.response import ServerSentEvent
 from sqlalchemy import func, select
 
+from app.answer import review
 from app.answer.answer import answer
 from app.answer.audit import record_feedback
 from app.db.tables import Chunk, Document, Job
@@ -22,11 +23,13 @@ from app.models import (
     JobInfo,
     JobStatus,
     PassageInContext,
+    ReviewDecision,
     SearchRequest,
     SearchResponse,
     UploadResult,
 )
 from app.services import Services
+from app.web.auth import admin_only, principal_of
 from app.web.render import render_answer, with_html
 from app.web.sse import answer_stream
 from ingest import catalog
@@ -48,7 +51,9 @@ class DocumentController(Controller):
     path = "/api"
     tags = ["documents"]  # noqa: RUF012 (Litestar reads a list)
 
-    @post("/documents", status_code=202, summary="Upload one or many documents")
+    @post(
+        "/documents", status_code=202, summary="Upload one or many documents", guards=[admin_only]
+    )
     async def upload(self, request: Request[Any, Any, Any], state: State) -> UploadResult:
         """Multipart form: one or more ``files`` fields and an optional ``collection``.
         Returns a job per file; poll ``GET /api/jobs/{id}`` to watch it get indexed."""
@@ -81,7 +86,12 @@ class DocumentController(Controller):
     def get_document(self, state: State, document_id: str) -> DocumentInfo:
         return catalog.get_document(_services(state).db, _tenant(state), document_id)
 
-    @delete("/documents/{document_id:str}", sync_to_thread=True, summary="Delete a document")
+    @delete(
+        "/documents/{document_id:str}",
+        sync_to_thread=True,
+        summary="Delete a document",
+        guards=[admin_only],
+    )
     def delete_document(self, state: State, document_id: str) -> None:
         _services(state).delete_document(_tenant(state), document_id)
 
@@ -168,6 +178,49 @@ class ConversationController(Controller):
         services.answers.lanes.flush_writes()  # the answer's audit row may be on its way
         record_feedback(services.db, _tenant(state), answer_id, data.rating, data.comment)
         return {"ok": True}
+
+
+class ReviewController(Controller):
+    """The review queue (admins): high-risk answers that could not be validated."""
+
+    path = "/api/review"
+    tags = ["review"]  # noqa: RUF012
+    guards = [admin_only]  # noqa: RUF012
+
+    @get("/", sync_to_thread=True, summary="Review items (pending by default)")
+    def items(self, state: State, status: str | None = "pending") -> list[dict[str, Any]]:
+        """``status``: pending, approved, edited, rejected, or empty for all."""
+        return review.list_items(_services(state).db, _tenant(state), status or None)
+
+    @get("/{item_id:str}", sync_to_thread=True, summary="One review item with its sources")
+    def item(self, state: State, item_id: str) -> dict[str, Any]:
+        found = review.get_item(_services(state).db, _tenant(state), item_id)
+        found["draft_html"] = render_answer(
+            found["draft"], len(found["sources"]), found["grounding"]
+        )
+        return found
+
+    @post(
+        "/{item_id:str}/decision",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Approve, edit or reject; optionally promote into the cache",
+    )
+    def decide(
+        self, request: Request[Any, Any, Any], state: State, item_id: str, data: ReviewDecision
+    ) -> dict[str, Any]:
+        services = _services(state)
+        who = principal_of(request)
+        return review.decide(
+            services.db,
+            services.answers.cache,
+            _tenant(state),
+            item_id,
+            data.action,
+            reviewer=who.name if who else "someone",
+            text=data.text,
+            promote=data.promote,
+        )
 
 
 @get("/health", sync_to_thread=True, tags=["operations"], summary="Liveness and counts")

@@ -7,11 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import HTTPException
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.response import Template
@@ -21,7 +23,14 @@ from litestar.template.config import TemplateConfig
 from app.errors import DocentError
 from app.services import Services, ingest_own_docs_once
 from app.settings import Settings
-from app.web.api import ConversationController, DocumentController, SearchController, health
+from app.web.api import (
+    ConversationController,
+    DocumentController,
+    ReviewController,
+    SearchController,
+    health,
+)
+from app.web.auth import AuthMiddleware, admin_only, login, login_page, logout, principal_of
 from app.web.errors import docent_error, http_error, unexpected_error
 from app.web.openai_compat import OpenAICompatController
 from ingest.worker import BackgroundWorker
@@ -41,18 +50,32 @@ def frontend_dir() -> Path:
     return bundled if bundled.is_dir() else here.parent / "frontend"
 
 
+def page_context(request: Request[Any, Any, Any], page: str) -> dict[str, Any]:
+    """What every page's header needs: who is signed in, and the token for their requests."""
+    who = principal_of(request)
+    return {"page": page, "who": who, "csrf": (who.csrf_token if who else None) or ""}
+
+
 @get("/", include_in_schema=False)
-async def chat_page() -> Template:
-    return Template("chat.html", context={"page": "chat"})
+async def chat_page(request: Request[Any, Any, Any]) -> Template:
+    return Template("chat.html", context=page_context(request, "chat"))
 
 
-@get("/upload", include_in_schema=False)
-async def upload_page() -> Template:
-    return Template("upload.html", context={"page": "upload"})
+@get("/upload", include_in_schema=False, guards=[admin_only])
+async def upload_page(request: Request[Any, Any, Any]) -> Template:
+    return Template("upload.html", context=page_context(request, "upload"))
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Litestar:
-    """Build the app. Pass ``services`` to reuse an already built graph (tests, CLI)."""
+@get("/console/review", include_in_schema=False, guards=[admin_only])
+async def review_page(request: Request[Any, Any, Any]) -> Template:
+    return Template("review.html", context=page_context(request, "review"))
+
+
+def create_app(
+    settings: Settings, services: Services | None = None, local_token: str | None = None
+) -> Litestar:
+    """Build the app. Pass ``services`` to reuse an already built graph (tests, CLI);
+    ``local_token`` is the admin key of command-line tools on this machine (server.json)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -62,6 +85,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         )
         worker = BackgroundWorker(built.ingestor)
         app.state.services = built
+        app.state.local_token = local_token
         app.state.worker = worker
         try:
             await asyncio.to_thread(built.ingestor.reconcile)
@@ -81,14 +105,29 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         route_handlers=[
             chat_page,
             upload_page,
+            login_page,
+            login,
+            logout,
             health,
             DocumentController,
             SearchController,
             ConversationController,
+            ReviewController,
             OpenAICompatController,
+            review_page,
             create_static_files_router(path="/static", directories=[front / "static"]),
         ],
         lifespan=[lifespan],
+        middleware=[
+            AuthMiddleware,
+            RateLimitConfig(
+                rate_limit=("minute", 20),
+                # Sign-in attempts only: guessing passwords costs a minute per 20 tries.
+                check_throttle_handler=lambda request: (
+                    request.url.path == "/login" and request.method == "POST"
+                ),
+            ).middleware,
+        ],
         template_config=TemplateConfig(directory=front / "templates", engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(
             title="Docent API",

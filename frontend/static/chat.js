@@ -6,6 +6,9 @@
 // else from the server (titles, snippets, passages, messages) is set as text, never as HTML.
 "use strict";
 
+// Requests that change something carry the session's CSRF token (app/web/auth.py).
+const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
 const $ = (id) => document.getElementById(id);
 const form = $("ask");
 const input = $("question");
@@ -277,7 +280,7 @@ class Turn {
     if (!this.answerId || !rating) return;
     const response = await fetch("/api/answers/" + encodeURIComponent(this.answerId) + "/feedback", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
       body: JSON.stringify({ rating, comment: comment || null }),
     });
     if (comment) {
@@ -344,7 +347,7 @@ async function ask(question, options = {}) {
   try {
     const response = await fetch("/api/chat", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Accept": "text/event-stream" },
+      headers: { "Content-Type": "application/json", "Accept": "text/event-stream", "X-CSRF-Token": CSRF },
       body: JSON.stringify({
         question, conversation_id: conversationId, render: "html",
         use_cache: options.useCache !== false,

@@ -1,5 +1,8 @@
 "use strict";
 
+// Requests that change something carry the session's CSRF token (app/web/auth.py).
+const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
 const form = document.getElementById("upload-form");
 const statusLine = document.getElementById("upload-status");
 const tbody = document.querySelector("#documents tbody");
@@ -26,7 +29,7 @@ async function refresh() {
     del.textContent = "Delete";
     del.addEventListener("click", async () => {
       if (!confirm("Delete " + d.title + "?")) return;
-      await fetch("/api/documents/" + encodeURIComponent(d.id), { method: "DELETE" });
+      await fetch("/api/documents/" + encodeURIComponent(d.id), { method: "DELETE", headers: { "X-CSRF-Token": CSRF } });
       refresh();
     });
     actions.append(del);
@@ -42,7 +45,7 @@ form.addEventListener("submit", async (e) => {
   e.preventDefault();
   const body = new FormData(form);
   statusLine.textContent = "Uploading…";
-  const response = await fetch("/api/documents", { method: "POST", body });
+  const response = await fetch("/api/documents", { method: "POST", body, headers: { "X-CSRF-Token": CSRF } });
   if (response.ok) {
     const result = await response.json();
     const fresh = result.files.filter((f) => !f.duplicate).length;
