@@ -95,9 +95,11 @@ def passage_in_context(
         text = job.text if job is not None and job.text else None
         if text is not None and text[chunk.start : chunk.end].strip():
             lo, hi = max(0, chunk.start - around), min(len(text), chunk.end + around)
-            before, passage, after = text[lo : chunk.start], text[chunk.start : chunk.end], text[
-                chunk.end : hi
-            ]
+            before, passage, after = (
+                text[lo : chunk.start],
+                text[chunk.start : chunk.end],
+                text[chunk.end : hi],
+            )
             if lo > 0:
                 before = "…" + before.split(" ", 1)[-1]
             if hi < len(text):

@@ -79,6 +79,25 @@ class Ingestor:
             checked.append((name, data, kind, parsed))
         return [self._accept(tenant, collection, *item) for item in checked]
 
+    def reindex(self, tenant: str, document_id: str) -> UploadedFile:
+        """Index a document again from its stored file, as a new version (after a change of
+        embedder or chunking, or a failed job); the current version serves until it is done."""
+        with self.db.session() as s:
+            doc = s.get(Document, document_id)
+            if doc is None or doc.tenant != tenant:
+                raise NotFound("No such document. It may have been deleted.")
+            job = s.scalars(
+                select(Job).where(Job.document_id == doc.id, Job.version == doc.latest_version)
+            ).one()
+            collection, filename = doc.collection, doc.filename
+            stored = self.settings.files_dir / job.storage_path
+        try:
+            data = stored.read_bytes()
+        except OSError as exc:
+            raise NotFound("The stored copy of this document is missing; upload it again.") from exc
+        kind, parsed = parse_bytes(filename, data)
+        return self._accept(tenant, collection, filename, data, kind, parsed, force=True)
+
     def _accept(
         self,
         tenant: str,
@@ -87,6 +106,7 @@ class Ingestor:
         data: bytes,
         kind: str,
         parsed: ParsedText,
+        force: bool = False,
     ) -> UploadedFile:
         digest = hashlib.sha256(data).hexdigest()
         with self.db.session() as s:
@@ -101,7 +121,7 @@ class Ingestor:
                 latest = s.scalars(
                     select(Job).where(Job.document_id == doc.id, Job.version == doc.latest_version)
                 ).one()
-                if latest.sha256 == digest and latest.status != JobStatus.failed:
+                if not force and latest.sha256 == digest and latest.status != JobStatus.failed:
                     return UploadedFile(
                         filename=filename,
                         document_id=doc.id,

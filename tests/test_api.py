@@ -178,6 +178,20 @@ def test_feedback_on_an_answer_is_kept_and_the_latest_counts(
     assert client.post("/api/answers/nope/feedback", json={"rating": "up"}).status_code == 404
 
 
+def test_a_document_is_indexed_again_as_a_new_version(client: TestClient[Any]) -> None:
+    (uploaded,) = upload_and_wait(client, ("faq.txt", FAQ.encode()))
+    again = client.post(f"/api/documents/{uploaded['document_id']}/reindex")
+    assert again.status_code == 202, again.text
+    job = again.json()
+    assert job["version"] == uploaded["version"] + 1 and not job["duplicate"]
+    assert wait_for_job(client, job["job_id"])["status"] == "indexed"
+    doc = client.get(f"/api/documents/{uploaded['document_id']}").json()
+    assert doc["version"] == job["version"] and doc["chunk_count"] >= 1
+    hits = client.post("/api/search", json={"query": "parental leave"}).json()["hits"]
+    assert [h["version"] for h in hits if h["title"] == "faq"] == [job["version"]]
+    assert client.post("/api/documents/nope/reindex").status_code == 404
+
+
 def test_chat_says_when_documents_do_not_answer(client: TestClient[Any]) -> None:
     events = sse_events(
         client.post("/api/chat", json={"question": "What is our refund policy?"}).text

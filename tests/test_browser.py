@@ -98,9 +98,9 @@ def test_upload_page_indexes_a_file_and_hostile_text_stays_inert(
     page.set_input_files("#files", str(hostile))
     page.fill("#collection", "browser")
     page.click("#upload-form button[type=submit]")
-    page.wait_for_selector("#upload-status:has-text('queued')", timeout=30_000)
     from playwright.sync_api import expect
 
+    expect(page.locator("#progress li").first).to_contain_text("indexed", timeout=90_000)
     row = page.locator("#documents tbody tr").filter(has_text="onerror=alert(1)")
     expect(row).to_contain_text("indexed", timeout=90_000)
     # The hostile file name is shown as text, not markup.
@@ -115,4 +115,41 @@ def test_upload_page_indexes_a_file_and_hostile_text_stays_inert(
     page.wait_for_selector("#send:not([disabled])", timeout=60_000)
     assert page.evaluate("window.__pwned") is None
     assert page.evaluate("document.querySelectorAll('.turn img').length") == 0
+    assert page.dialogs == [] and page.foreign == []
+
+
+def test_drop_many_files_each_with_its_own_progress_then_index_one_again(
+    page: Any, live_server: LiveServer
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(live_server.url + "/upload")
+    page.fill("#collection", "dropped")
+    page.evaluate(
+        """() => {
+        const files = [
+          new File(["# Bikes\\n\\nBikes are parked in the basement."], "bikes.md"),
+          new File(["Lockers are on the second floor."], "lockers.txt"),
+          new File([""], "empty.txt"),
+        ];
+        const data = new DataTransfer();
+        for (const f of files) data.items.add(f);
+        const drop = document.getElementById("drop");
+        drop.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+        }"""
+    )
+    rows = page.locator("#progress li")
+    expect(rows).to_have_count(3)
+    expect(rows.filter(has_text="bikes.md")).to_contain_text("indexed", timeout=90_000)
+    expect(rows.filter(has_text="lockers.txt")).to_contain_text("indexed", timeout=90_000)
+    expect(rows.filter(has_text="empty.txt")).to_contain_text("empty", timeout=30_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-documents.png"), full_page=True)
+
+    doc = page.locator("#documents tbody tr").filter(has_text="lockers")
+    expect(doc).to_contain_text("indexed")
+    version = int(doc.locator("td").nth(5).inner_text())
+    doc.locator("button", has_text="Index again").click()
+    expect(doc.locator("td").nth(5)).to_have_text(str(version + 1), timeout=90_000)
+    expect(doc).to_contain_text("indexed")
     assert page.dialogs == [] and page.foreign == []

@@ -356,3 +356,19 @@ def test_a_held_answer_is_approved_in_the_review_queue_and_then_served_curated(
     again = wait_done(page)
     assert "Curated answer" in again.locator(".badge-cache").inner_text()
     assert "1200 mg" in again.locator(".answer-body").inner_text()
+
+
+def test_the_dashboard_draws_its_charts_from_the_answers(page: Any, server: dict[str, Any]) -> None:
+    ask(page, "How long is parental leave?")
+    wait_done(page)
+    page.goto(server["url"] + "/console")
+    images = page.locator(".charts img")
+    assert images.count() == 6
+    loaded = "() => [...document.querySelectorAll('.charts img')].map(i => i.naturalWidth)"
+    deadline = time.monotonic() + 30
+    while not all(page.evaluate(loaded)):  # the page's CSP forbids wait_for_function's eval
+        assert time.monotonic() < deadline, "a chart did not load"
+        time.sleep(0.2)
+    captions = page.locator(".charts figcaption").all_inner_texts()
+    assert "Time to first token" in captions and "Provider errors by provider" in captions
+    shot(page, "console-dashboard")

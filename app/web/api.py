@@ -11,7 +11,7 @@ from litestar.datastructures import State, UploadFile
 from litestar.response import ServerSentEvent
 from sqlalchemy import func, select
 
-from app.answer import review
+from app.answer import metrics, review
 from app.answer.answer import answer
 from app.answer.audit import record_feedback
 from app.db.tables import Chunk, Document, Job
@@ -26,6 +26,7 @@ from app.models import (
     ReviewDecision,
     SearchRequest,
     SearchResponse,
+    UploadedFile,
     UploadResult,
 )
 from app.services import Services
@@ -77,6 +78,21 @@ class DocumentController(Controller):
         worker: BackgroundWorker = state.worker
         worker.notify()
         return UploadResult(files=results)
+
+    @post(
+        "/documents/{document_id:str}/reindex",
+        status_code=202,
+        sync_to_thread=True,
+        summary="Index a document again from its stored file, as a new version",
+        guards=[admin_only],
+    )
+    def reindex(self, state: State, document_id: str) -> UploadedFile:
+        services = _services(state)
+        uploaded = services.ingestor.reindex(_tenant(state), document_id)
+        worker: BackgroundWorker | None = getattr(state, "worker", None)
+        if worker is not None:
+            worker.notify()
+        return uploaded
 
     @get("/documents", sync_to_thread=True, summary="List documents")
     def list_documents(self, state: State, collection: str | None = None) -> list[DocumentInfo]:
@@ -178,6 +194,19 @@ class ConversationController(Controller):
         services.answers.lanes.flush_writes()  # the answer's audit row may be on its way
         record_feedback(services.db, _tenant(state), answer_id, data.rating, data.comment)
         return {"ok": True}
+
+
+@get(
+    "/api/metrics",
+    sync_to_thread=True,
+    guards=[admin_only],
+    tags=["operations"],
+    summary="The dashboard's figures, from the audit rows",
+)
+def answer_metrics(state: State, days: int = 14) -> dict[str, Any]:
+    """Per day: answers, cost, cache hit rate, grounding pass rate, errors; time per pipeline
+    step; time to first token; provider failures by provider and kind."""
+    return metrics.dashboard(_services(state).db, _tenant(state), min(max(days, 1), 365))
 
 
 class ReviewController(Controller):

@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Response, get
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import ResponseHeader
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -20,6 +20,7 @@ from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from app.answer import metrics
 from app.errors import DocentError
 from app.services import Services, ingest_own_docs_once
 from app.settings import Settings
@@ -28,9 +29,11 @@ from app.web.api import (
     DocumentController,
     ReviewController,
     SearchController,
+    answer_metrics,
     health,
 )
 from app.web.auth import AuthMiddleware, admin_only, login, login_page, logout, principal_of
+from app.web.charts import CHARTS
 from app.web.errors import docent_error, http_error, unexpected_error
 from app.web.openai_compat import OpenAICompatController
 from ingest.worker import BackgroundWorker
@@ -64,6 +67,36 @@ async def chat_page(request: Request[Any, Any, Any]) -> Template:
 @get("/upload", include_in_schema=False, guards=[admin_only])
 async def upload_page(request: Request[Any, Any, Any]) -> Template:
     return Template("upload.html", context=page_context(request, "upload"))
+
+
+@get("/console", include_in_schema=False, guards=[admin_only])
+async def dashboard_page(request: Request[Any, Any, Any]) -> Template:
+    context = page_context(request, "dashboard")
+    return Template("dashboard.html", context={**context, "charts": CHARTS})
+
+
+@get(
+    "/console/charts/{name:str}",
+    include_in_schema=False,
+    guards=[admin_only],
+    sync_to_thread=True,
+    # An SVG shown as an image runs no script; matplotlib styles its shapes inline.
+    response_headers=[
+        ResponseHeader(
+            name="Content-Security-Policy", value="default-src 'none'; style-src 'unsafe-inline'"
+        )
+    ],
+)
+def chart(request: Request[Any, Any, Any], name: str, days: int = 14) -> Response[bytes]:
+    if name not in CHARTS:
+        raise NotFoundException("No such chart.")
+    services: Services = request.app.state.services
+    figures = metrics.dashboard(services.db, services.settings.default_tenant, min(days, 365))
+    return Response(
+        CHARTS[name][1](figures),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @get("/console/review", include_in_schema=False, guards=[admin_only])
@@ -115,6 +148,9 @@ def create_app(
             ReviewController,
             OpenAICompatController,
             review_page,
+            dashboard_page,
+            chart,
+            answer_metrics,
             create_static_files_router(path="/static", directories=[front / "static"]),
         ],
         lifespan=[lifespan],
