@@ -58,6 +58,13 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def owner(self) -> str | None:
+        """Whose conversations these are; None for everyone when no sign-in is set up."""
+        if self.user_id:
+            return f"user:{self.user_id}"
+        return f"key:{self.name}" if self.via == "api_key" else None
+
 
 OPEN = Principal(None, "everyone (no sign-in set up)", "admin", "open")
 

@@ -246,3 +246,37 @@ def test_command_line_tools_keep_working_against_a_server_that_requires_sign_in(
         assert json.loads(listed.stdout), "the CLI went through the server with its local key"
         info = data_dir / "server.json"
         assert stat.S_IMODE(info.stat().st_mode) == 0o600, "the local key is private"
+
+
+def test_each_person_sees_and_continues_only_their_own_conversations(
+    client: TestClient[Any], admin: str
+) -> None:
+    from tests.test_api import sse_events
+
+    db = services(client).db
+    accounts.create_user(db, "bob", PASSWORD, "user")
+    sign_in(client, "bob")
+    bob = {"X-CSRF-Token": csrf_of(client)}
+    events = sse_events(
+        client.post("/api/chat", json={"question": "What is Docent?"}, headers=bob).text
+    )
+    conv = events[0][1]["conversation_id"]
+    assert [c["id"] for c in client.get("/api/conversations").json()] == [conv]
+
+    client.cookies.clear()
+    sign_in(client, admin)
+    ada = {"X-CSRF-Token": csrf_of(client)}
+    assert client.get("/api/conversations").json() == [], "ada does not see bob's"
+    assert client.get(f"/api/conversations/{conv}").status_code == 404
+    follow = sse_events(
+        client.post(
+            "/api/chat",
+            json={"question": "And more?", "conversation_id": conv},
+            headers=ada,
+        ).text
+    )
+    assert follow[-1][0] == "error" and follow[-1][1]["code"] == "not_found"
+    key = accounts.create_api_key(db, "bot", "user")
+    client.cookies.clear()
+    bot = client.get("/api/conversations", headers={"Authorization": f"Bearer {key}"})
+    assert bot.json() == []

@@ -153,3 +153,21 @@ def test_drop_many_files_each_with_its_own_progress_then_index_one_again(
     expect(doc.locator("td").nth(5)).to_have_text(str(version + 1), timeout=90_000)
     expect(doc).to_contain_text("indexed")
     assert page.dialogs == [] and page.foreign == []
+
+
+def test_playground_shows_dense_bm25_and_hybrid_side_by_side(
+    page: Any, live_server: LiveServer
+) -> None:
+    wait_until_idle(live_server.url)
+    page.goto(live_server.url + "/console/playground")
+    page.fill("#query", "How do I upload a document?")
+    page.click("#play button[type=submit]")
+    page.wait_for_selector("#play-status:has-text('hybrid')", timeout=30_000)
+    for column in ("#col-dense", "#col-sparse", "#col-hybrid"):
+        items = page.locator(f"{column} li")
+        assert items.count() == 5, column
+        assert "score" in items.first.inner_text()
+    assert page.locator("li.in-all").count() >= 3, "some passages are found by all three"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-playground.png"), full_page=True)
+    assert page.dialogs == [] and page.foreign == []

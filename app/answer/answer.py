@@ -71,11 +71,13 @@ log = logging.getLogger(__name__)
 
 
 async def answer(
-    deps: AnswerDeps, tenant: str, request: ChatRequest
+    deps: AnswerDeps, tenant: str, request: ChatRequest, owner: str | None = None
 ) -> AsyncGenerator[AnswerEvent, None]:
+    """``owner``: who asks; a conversation can be continued only by whoever started it."""
     trail = Trail(
         answer_id=str(uuid.uuid4()),
         tenant=tenant,
+        owner=owner,
         question=request.question,
         collection=request.collection,
         outcome="abandoned",
@@ -115,7 +117,7 @@ async def _answer(
     history: list[tuple[str, str]] = [(m.role, m.content) for m in request.history]
     if request.conversation_id:
         history = await deps.lanes.fast(
-            deps.conversations.history, trail.tenant, request.conversation_id
+            deps.conversations.history, trail.tenant, request.conversation_id, trail.owner
         )
         trail.conversation_id = request.conversation_id
     else:

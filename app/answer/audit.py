@@ -26,6 +26,8 @@ class Trail:
     question: str
     started: float = field(default_factory=time.perf_counter)
     conversation_id: str | None = None
+    owner: str | None = None
+    """Who asked ('user:<id>', 'key:<name>'); None when no sign-in is set up."""
     condensed_question: str = ""
     condense_method: str = "as asked"
     collection: str | None = None

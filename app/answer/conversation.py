@@ -80,7 +80,9 @@ class Conversations:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def history(self, tenant: str, conversation_id: str) -> list[tuple[str, str]]:
+    def history(
+        self, tenant: str, conversation_id: str, owner: str | None = None
+    ) -> list[tuple[str, str]]:
         """Earlier turns, oldest first. An id with no stored turn yet (its first answer
         failed, so nothing was stored) starts empty: Docent handed it out in a meta event."""
         with self._db.session() as s:
@@ -91,7 +93,7 @@ class Conversations:
                 except ValueError:
                     raise NotFound("That conversation does not exist. Start a new one.") from None
                 return []
-            if conv.tenant != tenant:
+            if conv.tenant != tenant or conv.owner != owner:
                 raise NotFound("That conversation does not exist. Start a new one.")
             rows = s.scalars(
                 select(Message)
@@ -107,17 +109,23 @@ class Conversations:
         return str(uuid.uuid4())
 
     def add_turn(
-        self, tenant: str, conversation_id: str, question: str, answer: str, answer_id: str
+        self,
+        tenant: str,
+        conversation_id: str,
+        question: str,
+        answer: str,
+        answer_id: str,
+        owner: str | None = None,
     ) -> None:
         with self._db.session() as s:
             now = utcnow()
             conv = s.get(Conversation, conversation_id)
             if conv is None:
                 title = " ".join(question.split())[:120]
-                conv = Conversation(id=conversation_id, tenant=tenant, title=title)
+                conv = Conversation(id=conversation_id, tenant=tenant, owner=owner, title=title)
                 s.add(conv)
                 s.flush()
-            elif conv.tenant != tenant:
+            elif conv.tenant != tenant or conv.owner != owner:
                 return
             turn = [("user", question, None), ("assistant", answer, answer_id)]
             for i, (role, content, answer_ref) in enumerate(turn):
@@ -134,11 +142,15 @@ class Conversations:
                 )
             conv.updated_at = now
 
-    def list(self, tenant: str, limit: int = 50) -> list[dict[str, object]]:
+    def list(
+        self, tenant: str, owner: str | None = None, limit: int = 50
+    ) -> list[dict[str, object]]:
+        """The owner's conversations, newest first (each person sees only their own)."""
+        mine = Conversation.owner.is_(None) if owner is None else Conversation.owner == owner
         with self._db.session() as s:
             rows = s.scalars(
                 select(Conversation)
-                .where(Conversation.tenant == tenant)
+                .where(Conversation.tenant == tenant, mine)
                 .order_by(Conversation.updated_at.desc())
                 .limit(limit)
             )
@@ -146,12 +158,14 @@ class Conversations:
                 {"id": c.id, "title": c.title, "updated_at": c.updated_at.isoformat()} for c in rows
             ]
 
-    def transcript(self, tenant: str, conversation_id: str) -> dict[str, Any]:
+    def transcript(
+        self, tenant: str, conversation_id: str, owner: str | None = None
+    ) -> dict[str, Any]:
         """A conversation's turns; an answer comes with its sources (as numbered when it was
         written) and grounding verdicts, from its audit row."""
         with self._db.session() as s:
             conv = s.get(Conversation, conversation_id)
-            if conv is None or conv.tenant != tenant:
+            if conv is None or conv.tenant != tenant or conv.owner != owner:
                 raise NotFound("That conversation does not exist. Start a new one.")
             messages = list(
                 s.scalars(

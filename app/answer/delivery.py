@@ -341,4 +341,5 @@ async def remember(deps: AnswerDeps, trail: Trail, question: str, text: str) -> 
             question,
             text,
             trail.answer_id,
+            trail.owner,
         )

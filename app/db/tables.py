@@ -102,6 +102,8 @@ class Conversation(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    """Whose conversation it is ('user:<id>', 'key:<name>'); None when no sign-in is set up."""
     title: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

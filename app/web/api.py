@@ -146,7 +146,9 @@ class SearchController(Controller):
         return SearchResponse(query=data.query, hits=hits, took_ms=round(took, 2))
 
     @post("/chat", status_code=200, summary="Ask a question; the answer streams as SSE")
-    async def chat(self, state: State, data: ChatRequest) -> ServerSentEvent:
+    async def chat(
+        self, request: Request[Any, Any, Any], state: State, data: ChatRequest
+    ) -> ServerSentEvent:
         """Events: meta, sources, status, delta, reset, citations, grounding, then done or
         error (see ARCHITECTURE.md); comment lines keep an idle stream open. With
         ``render: "html"``, also ``render`` events and ``done.html`` (app/web/render.py)."""
@@ -154,7 +156,8 @@ class SearchController(Controller):
         deps, tenant = services.answers, _tenant(state)
 
         interval = services.settings.sse_keepalive_s
-        events = answer(deps, tenant, data)
+        who = principal_of(request)
+        events = answer(deps, tenant, data, owner=who.owner if who else None)
         if data.render == "html":
             events = with_html(events)
         return ServerSentEvent(answer_stream(events, interval))
@@ -165,17 +168,28 @@ class ConversationController(Controller):
     tags = ["search and chat"]  # noqa: RUF012
 
     @get("/conversations", sync_to_thread=True, summary="Recent conversations")
-    def conversations(self, state: State) -> list[dict[str, object]]:
-        return _services(state).answers.conversations.list(_tenant(state))
+    def conversations(
+        self, request: Request[Any, Any, Any], state: State
+    ) -> list[dict[str, object]]:
+        """The caller's own conversations."""
+        who = principal_of(request)
+        return _services(state).answers.conversations.list(
+            _tenant(state), who.owner if who else None
+        )
 
     @get(
         "/conversations/{conversation_id:str}",
         sync_to_thread=True,
         summary="A conversation's questions and answers",
     )
-    def conversation(self, state: State, conversation_id: str) -> dict[str, Any]:
+    def conversation(
+        self, request: Request[Any, Any, Any], state: State, conversation_id: str
+    ) -> dict[str, Any]:
         """Answers carry their sources, grounding verdicts and sanitised ``html``."""
-        found = _services(state).answers.conversations.transcript(_tenant(state), conversation_id)
+        who = principal_of(request)
+        found = _services(state).answers.conversations.transcript(
+            _tenant(state), conversation_id, who.owner if who else None
+        )
         for turn in found["messages"]:
             if turn["role"] == "assistant":
                 turn["html"] = render_answer(

@@ -99,6 +99,11 @@ def chart(request: Request[Any, Any, Any], name: str, days: int = 14) -> Respons
     )
 
 
+@get("/console/playground", include_in_schema=False, guards=[admin_only])
+async def playground_page(request: Request[Any, Any, Any]) -> Template:
+    return Template("playground.html", context=page_context(request, "playground"))
+
+
 @get("/console/review", include_in_schema=False, guards=[admin_only])
 async def review_page(request: Request[Any, Any, Any]) -> Template:
     return Template("review.html", context=page_context(request, "review"))
@@ -148,6 +153,7 @@ def create_app(
             ReviewController,
             OpenAICompatController,
             review_page,
+            playground_page,
             dashboard_page,
             chart,
             answer_metrics,

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 from pydantic import BaseModel, Field
@@ -27,6 +27,7 @@ from app.answer.answer import answer
 from app.errors import DocentError, InvalidRequest
 from app.models import AnswerEvent, ChatMessage, ChatRequest
 from app.services import Services
+from app.web.auth import principal_of
 from app.web.sse import keepalive
 
 MODEL = "docent"
@@ -151,12 +152,15 @@ class OpenAICompatController(Controller):
         }
 
     @post("/chat/completions", status_code=200, summary="OpenAI-compatible chat completions")
-    async def completions(self, state: State, data: OpenAIChatRequest) -> Response[Any]:
+    async def completions(
+        self, request: Request[Any, Any, Any], state: State, data: OpenAIChatRequest
+    ) -> Response[Any]:
         services: Services = state.services
         tenant = services.settings.default_tenant
-        request = to_chat_request(data)
+        chat = to_chat_request(data)
         created = int(time.time())
-        events = answer(services.answers, tenant, request)
+        who = principal_of(request)
+        events = answer(services.answers, tenant, chat, owner=who.owner if who else None)
         if data.stream:
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
             body = _stream(
