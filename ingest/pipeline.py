@@ -32,7 +32,7 @@ from app.index import IndexPoint, SparseVector, VectorIndex, scope
 from app.models import JobStatus, UploadedFile
 from app.settings import Settings
 from ingest.chunk import ChunkDraft, chunk_id, split
-from ingest.parse import CONTENT_TYPES, ParsedText, parse_bytes
+from ingest.parse import CONTENT_TYPES, EXTENSIONS, ParsedText, parse_bytes
 
 log = logging.getLogger(__name__)
 
@@ -650,6 +650,8 @@ def _clean_filename(name: str) -> str:
     base = "".join(ch for ch in base if ch.isprintable())
     if not base or base in (".", ".."):
         raise InputError("The file has no name. Give it a name ending in its type, like .pdf.")
+    if base.lower() in EXTENSIONS:  # only a type is left, e.g. of "…/.txt": name the file
+        base = "untitled" + base
     return base[:255]
 
 

@@ -178,6 +178,17 @@ def test_feedback_on_an_answer_is_kept_and_the_latest_counts(
     assert client.post("/api/answers/nope/feedback", json={"rating": "up"}).status_code == 404
 
 
+def test_a_name_that_is_only_a_type_after_cleaning_is_named_untitled(
+    client: TestClient[Any],
+) -> None:
+    """'<style>@import url(https://evil.example/.txt' keeps only '.txt' after its path is cut:
+    it is a text file without a name, not a file of an unknown type."""
+    (uploaded,) = upload_and_wait(client, ("https://evil.example/.txt", FAQ.encode()))
+    assert uploaded["filename"] == "untitled.txt"
+    refused = upload(client, (".htaccess", b"Options +ExecCGI"))
+    assert refused.status_code == 415 and "'.htaccess'" in refused.json()["message"]
+
+
 def test_a_document_is_indexed_again_as_a_new_version(client: TestClient[Any]) -> None:
     (uploaded,) = upload_and_wait(client, ("faq.txt", FAQ.encode()))
     again = client.post(f"/api/documents/{uploaded['document_id']}/reindex")

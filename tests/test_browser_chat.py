@@ -372,3 +372,47 @@ def test_the_dashboard_draws_its_charts_from_the_answers(page: Any, server: dict
     captions = page.locator(".charts figcaption").all_inner_texts()
     assert "Time to first token" in captions and "Provider errors by provider" in captions
     shot(page, "console-dashboard")
+
+
+def test_every_b2_and_b3_payload_stays_inert_on_every_surface(
+    page: Any, fake: FakeLLM, server: dict[str, Any]
+) -> None:
+    """RELIABILITY.md B2 (HTML and script) and B3 (Markdown links and images), all at once,
+    in an answer, in a document's text (snippets and the passage panel) and in file names
+    (the documents table)."""
+    from tests.test_render import B2, B3
+
+    payloads = B2 + B3
+    body = "\n\n".join(f"Keys are kept at the front desk. {p}" for p in payloads)
+    files = [
+        ("files", ("keys-" + str(i) + p[:40] + ".txt", body.encode())) for i, p in enumerate(B2[:6])
+    ]
+    response = httpx.post(f"{server['url']}/api/documents", files=files, timeout=30)
+    assert response.status_code == 202, response.text
+    uploaded = response.json()
+    for f in uploaded["files"]:
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{server['url']}/api/jobs/{f['job_id']}").json()["status"] != "indexed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    answer_text = "Keys are kept at the front desk [1].\n\n" + "\n\n".join(payloads)
+    fake.script("browser", ok(text=answer_text, ttft_ms=50, tokens_per_s=200))
+    ask(page, "Where are the keys kept?")
+    reply = wait_done(page)
+    hostile = "img, script, iframe, svg, form, meta, base, style, math, noscript"
+    for surface in (".answer-body", ".sources", ".state", ".badges"):
+        assert reply.locator(surface).locator(hostile).count() == 0, surface
+    hrefs = page.locator(".thread a").evaluate_all("els => els.map(a => a.getAttribute('href'))")
+    safe = ("https:", "http:", "mailto:", "#source-")
+    assert all(h is None or h.startswith(safe) for h in hrefs), hrefs  # no href: inert
+    reply.locator("a.cite").first.click()
+    page.locator("#source-text mark").wait_for()
+    assert page.locator("#source-text *:not(mark)").count() == 0, "the passage is text only"
+    page.goto(server["url"] + "/upload")
+    page.locator("#documents tbody tr", has_text="keys 1<img").first.wait_for()
+    assert page.locator("#documents img, #documents script, #documents svg").count() == 0
+    page.goto(server["url"] + "/console/playground")
+    page.fill("#query", "front desk keys")
+    page.click("#play button[type=submit]")
+    page.wait_for_selector("#play-status:has-text('hybrid')")
+    assert page.locator(".play-columns img, .play-columns script").count() == 0
