@@ -91,6 +91,10 @@ B2 = [
     '<a href="&#106;avascript:window.__pwned=1">x</a>',
     "<math><mtext><table><mglyph><style><img src=x onerror=window.__pwned=1>",
     '<div onmouseover="window.__pwned=1">hover</div>',
+    "<img src=x o&#110;error=window.__pwned=1>",
+    "<details open ontoggle=window.__pwned=1>x</details>",
+    '<a href="&#x6A;avascript&#x3A;window.__pwned=1">hex-encoded</a>',
+    "<object data=javascript:window.__pwned=1></object><embed src=javascript:window.__pwned=1>",
 ]
 B3 = [
     "[x](javascript:alert(1))",
