@@ -205,4 +205,5 @@ def build_embedder(settings: Settings) -> Embedder:
         settings.embedding_precision,
         settings.embedding_threads,
         settings.embedding_batch_size,
+        query_precision=settings.query_precision,
     )

@@ -127,6 +127,50 @@ def ensure_onnx(cache_dir: Path) -> Path:
     return target
 
 
+def query_onnx_path(cache_dir: Path) -> Path:
+    return onnx_path(cache_dir).with_name(onnx_path(cache_dir).stem + "-q8.onnx")
+
+
+QUERY_MIN_COSINE = 0.98
+
+
+def ensure_query_onnx(cache_dir: Path) -> Path | None:
+    """A copy of the exported graph whose matrix weights are 8-bit (ONNX Runtime's dynamic
+    quantisation, per channel, MatMul only; embeddings and norms stay float32), made once.
+    Questions are short and embedded one at a time on the request path: measured on SciFact
+    queries, 2.4 ms of CPU instead of 6.5, cosine 0.994 (median) with float32. None if the copy
+    cannot be made or disagrees with float32 on the probe sentence: then float32 is used."""
+    target = query_onnx_path(cache_dir)
+    if target.is_file():
+        return target
+    source = ensure_onnx(cache_dir)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(source),
+            str(tmp),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+        )
+        tokenizer = model_dir()
+        full = OnnxMiniLM(source, tokenizer, threads=1).embed_query(PROBE)
+        small = OnnxMiniLM(tmp, tokenizer, threads=1).embed_query(PROBE)
+        cosine = float(np.dot(full, small))
+        if cosine < QUERY_MIN_COSINE:
+            log.warning("the 8-bit query model disagrees (cosine %.4f); using float32", cosine)
+            tmp.unlink(missing_ok=True)
+            return None
+    except Exception:
+        log.exception("making the 8-bit query model failed; questions use float32")
+        tmp.unlink(missing_ok=True)
+        return None
+    tmp.replace(target)
+    return target
+
+
 def export_onnx(out: Path) -> None:
     """Export the shipped model, with mean pooling and normalisation, as one ONNX graph, and
     check that it reproduces sentence-transformers' vector."""
@@ -179,7 +223,12 @@ class OnnxMiniLM:
     dimensions = DIMENSIONS
 
     def __init__(
-        self, model_path: Path, tokenizer_dir: Path, threads: int = 0, batch_size: int = 32
+        self,
+        model_path: Path,
+        tokenizer_dir: Path,
+        threads: int = 0,
+        batch_size: int = 32,
+        query_model_path: Path | None = None,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -199,14 +248,25 @@ class OnnxMiniLM:
         self._session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"]
         )
+        self._query_session = self._session
+        if query_model_path is not None:
+            # One thread: a question is a few tokens, and concurrent questions already run in
+            # parallel; splitting one over threads costs more CPU than it saves time.
+            single = ort.SessionOptions()
+            single.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            single.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            single.intra_op_num_threads = 1
+            self._query_session = ort.InferenceSession(
+                str(query_model_path), single, providers=["CPUExecutionProvider"]
+            )
         self._batch_size = batch_size
-        self.precision = "float32"
+        self.precision = "float32" + (", int8 questions" if query_model_path else "")
 
-    def _run(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def _run(self, texts: list[str], session: Any = None) -> np.ndarray[Any, np.dtype[np.float32]]:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
-        out = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        out = (session or self._session).run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return np.asarray(out, dtype=np.float32)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
@@ -219,7 +279,7 @@ class OnnxMiniLM:
         return rows
 
     def embed_query(self, text: str) -> list[float]:
-        row: list[float] = self._run([text])[0].tolist()
+        row: list[float] = self._run([text], self._query_session)[0].tolist()
         return row
 
     def tokenizer(self) -> Callable[[str], list[Any]]:
@@ -287,6 +347,7 @@ def load(
     precision: str = "auto",
     threads: int = 0,
     batch_size: int = 32,
+    query_precision: str = "float32",
 ) -> OnnxMiniLM | TorchMiniLM:
     started = time.perf_counter()
     if runtime == "torch":
@@ -297,7 +358,10 @@ def load(
         # ONNX Runtime embeds passages fastest one at a time (measured: 28 passages/s at
         # batch 1, 17 at batch 32, see docs/benchmarks.md): padding costs more than batching
         # saves.
-        model = OnnxMiniLM(ensure_onnx(cache_dir), directory, threads, batch_size=1)
+        query_model = ensure_query_onnx(cache_dir) if query_precision == "int8" else None
+        model = OnnxMiniLM(
+            ensure_onnx(cache_dir), directory, threads, batch_size=1, query_model_path=query_model
+        )
     log.info(
         "loaded %s (%s, %s) in %.1fs", NAME, runtime, model.precision, time.perf_counter() - started
     )

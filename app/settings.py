@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         description="Precision of passage embedding with the 'torch' runtime. 'auto' uses "
         "bfloat16 where the CPU has AMX bfloat16 units and float32 elsewhere.",
     )
+    query_precision: Literal["float32", "int8"] = Field(
+        default="float32",
+        description="How questions are embedded with the 'onnx' runtime: 'float32', or 'int8' "
+        "(a copy of the model with 8-bit weights, made once beside the exported one: 2.5x less "
+        "CPU per question, cosine 0.994 with float32, but fewer paraphrases reach the cache "
+        "threshold: 11.2% instead of 15.5% at 0.95). Passages are always float32.",
+    )
     model_cache: Path | None = Field(
         default=None,
         description="Where the exported ONNX model is cached; empty means <data_dir>/models.",

@@ -86,11 +86,12 @@ def load_pairs(path: Path) -> list[Pair]:
     return [Pair(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-def embed(pairs: list[Pair], model_cache: Path) -> dict[str, Any]:
+def embed(pairs: list[Pair], model_cache: Path, query_precision: str = "float32") -> dict[str, Any]:
     from app import minilm
 
     started = time.perf_counter()
-    model = minilm.load("onnx", model_cache)
+    # Questions are embedded as the product does (DOCENT_QUERY_PRECISION, float32 by default).
+    model = minilm.load("onnx", model_cache, query_precision=query_precision)
     loaded = time.perf_counter() - started
     texts = sorted({q for p in pairs for q in (p.a, p.b)})
     started = time.perf_counter()
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--model-cache", type=Path, default=Path(".cache/models"))
+    parser.add_argument("--query-precision", default="float32", choices=("float32", "int8"))
     parser.add_argument("--start", type=float, default=0.80, help="first threshold of the table")
     parser.add_argument("--stop", type=float, default=0.98, help="last threshold of the table")
     parser.add_argument("--step", type=float, default=0.02)
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in pairs:
         p.guard = near_miss(p.a, p.b)
     guard_ms = 1000 * (time.perf_counter() - started) / len(pairs)
-    model = embed(pairs, args.model_cache)
+    model = embed(pairs, args.model_cache, args.query_precision)
     print(
         f"{model['model']} ({model['runtime']}, {model['precision']}): {model['questions']} "
         f"questions, {model['embed_ms_per_question']} ms each; guard {guard_ms:.2f} ms a pair"

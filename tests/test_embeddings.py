@@ -202,3 +202,37 @@ def test_memo_embedder_embeds_each_text_once() -> None:
     memo.embed_documents(["e f"])  # evicts the least recently used ("c d")
     memo.embed_documents(["c d"])
     assert calls[-1] == ["c d"]
+
+
+@pytest.mark.slow
+def test_int8_questions_agree_with_float32_and_passages_stay_float32(
+    tmp_path: Path, minilm: Any
+) -> None:
+    """DOCENT_QUERY_PRECISION=int8: an 8-bit copy of the model, made once, embeds questions;
+    passages still use the float32 graph."""
+    import shutil
+
+    from app import minilm as module
+    from tests.conftest import MODEL_CACHE
+
+    cache = tmp_path / "models"
+    cache.mkdir()
+    shutil.copy(module.onnx_path(MODEL_CACHE), module.onnx_path(cache))
+    small = module.load("onnx", cache, query_precision="int8")
+    assert module.query_onnx_path(cache).is_file() and "int8" in small.precision
+    questions = [
+        "How do I get my money back?",
+        "Which file types can Docent read?",
+        "What is the maximum dose of ibuprofen for adults?",
+    ]
+    for q in questions:
+        assert float(np.dot(minilm.embed_query(q), small.embed_query(q))) > 0.98
+    passages = ["Refunds are paid within 14 days.", "A longer passage " * 20]
+    assert np.allclose(minilm.embed_documents(passages), small.embed_documents(passages), atol=1e-5)
+    # Ranking by meaning survives: the refund question is closest to the refund passage.
+    q = np.asarray(small.embed_query(questions[0]))
+    scores = np.asarray(minilm.embed_documents(passages)) @ q
+    assert scores[0] > scores[1]
+    made = module.query_onnx_path(cache).stat().st_mtime_ns
+    module.load("onnx", cache, query_precision="int8")
+    assert module.query_onnx_path(cache).stat().st_mtime_ns == made, "made once"
