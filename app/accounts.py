@@ -73,6 +73,15 @@ def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+_users_created = 0
+
+
+def users_created() -> int:
+    """How many users this process has created: a cheap way for caches of the user count to
+    notice a new one."""
+    return _users_created
+
+
 def count_users(db: Database) -> int:
     with db.session() as s:
         return s.scalar(select(func.count()).select_from(User)) or 0
@@ -95,7 +104,10 @@ def create_user(db: Database, username: str, password: str, role: Role) -> str:
             id=str(uuid.uuid4()), username=username, password_hash=_hasher.hash(password), role=role
         )
         s.add(user)
-        return user.id
+        user_id = user.id
+    global _users_created
+    _users_created += 1
+    return user_id
 
 
 def sign_in(db: Database, username: str, password: str) -> tuple[str, Principal]:

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import docent_serve, free_port
 from tests.fakes.llm_server import FakeLLM, ok, status
-from tests.test_browser import ARTIFACTS, CHROMIUM, _require_browser
+from tests.test_browser import ARTIFACTS, _require_browser, chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -90,16 +90,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeLLM) -> Iterator[
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import docent_serve, free_port
-from tests.test_browser import ARTIFACTS, CHROMIUM, _require_browser
+from tests.test_browser import ARTIFACTS, _require_browser, chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -46,19 +46,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def page(server: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as browser:
         pg = browser.new_page()
         pg.foreign = []
         pg.on("request", lambda r: None if r.url.startswith(server) else pg.foreign.append(r.url))
         yield pg
         assert pg.foreign == []
-        browser.close()
 
 
 def sign_in(page: Any, server: str, username: str, password: str = PASSWORD) -> None:

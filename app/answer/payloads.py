@@ -62,21 +62,24 @@ def meta_event(trail: Trail, chain: list[str], cache: str) -> AnswerEvent:
     )
 
 
-def resolve_citations(text: str, sources: list[ChunkHit]) -> tuple[list[dict[str, Any]], int]:
-    """Markers that point at a retrieved source, in order of first use, and how many did not."""
-    cited: list[dict[str, Any]] = []
-    seen: set[int] = set()
+def cited_numbers(text: str, count: int) -> tuple[list[int], int]:
+    """The [n] markers that point at one of ``count`` sources, in order of first use, and how
+    many did not."""
+    cited: list[int] = []
     dangling = 0
     for match in _MARKER.finditer(text):
         n = int(match.group(1))
-        if not 1 <= n <= len(sources):
+        if not 1 <= n <= count:
             dangling += 1
-            continue
-        if n in seen:
-            continue
-        seen.add(n)
-        cited.append(source_payload(n, sources[n - 1]))
+        elif n not in cited:
+            cited.append(n)
     return cited, dangling
+
+
+def resolve_citations(text: str, sources: list[ChunkHit]) -> tuple[list[dict[str, Any]], int]:
+    """Markers that point at a retrieved source, in order of first use, and how many did not."""
+    numbers, dangling = cited_numbers(text, len(sources))
+    return [source_payload(n, sources[n - 1]) for n in numbers], dangling
 
 
 def release_pieces(text: str, words: int = 4) -> list[str]:

@@ -15,19 +15,18 @@ cites changes.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
 
 from app.answer.cache import AnswerCache, partition
+from app.answer.payloads import cited_numbers
 from app.db import Database
 from app.db.tables import AnswerRecord, ReviewItem, utcnow
 from app.errors import InvalidRequest, NotFound
 
 Action = Literal["approve", "edit", "reject"]
-_MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
 def _item(row: ReviewItem, full: bool) -> dict[str, Any]:
@@ -72,14 +71,8 @@ def get_item(db: Database, tenant: str, item_id: str) -> dict[str, Any]:
 
 
 def cited(text: str, sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The sources a text's [n] markers point at, in order of first use."""
-    out, seen = [], set()
-    for m in _MARKER.finditer(text):
-        n = int(m.group(1))
-        if 1 <= n <= len(sources) and n not in seen:
-            seen.add(n)
-            out.append(sources[n - 1])
-    return out
+    """The sources (payloads) a text's [n] markers point at, in order of first use."""
+    return [sources[n - 1] for n in cited_numbers(text, len(sources))[0]]
 
 
 def decide(

@@ -30,7 +30,7 @@ from app.models import (
     UploadResult,
 )
 from app.services import Services
-from app.web.auth import admin_only, principal_of
+from app.web.auth import admin_only, owner_of, principal_of
 from app.web.render import render_answer, with_html
 from app.web.sse import answer_stream
 from ingest import catalog
@@ -156,8 +156,7 @@ class SearchController(Controller):
         deps, tenant = services.answers, _tenant(state)
 
         interval = services.settings.sse_keepalive_s
-        who = principal_of(request)
-        events = answer(deps, tenant, data, owner=who.owner if who else None)
+        events = answer(deps, tenant, data, owner=owner_of(request))
         if data.render == "html":
             events = with_html(events)
         return ServerSentEvent(answer_stream(events, interval))
@@ -172,10 +171,7 @@ class ConversationController(Controller):
         self, request: Request[Any, Any, Any], state: State
     ) -> list[dict[str, object]]:
         """The caller's own conversations."""
-        who = principal_of(request)
-        return _services(state).answers.conversations.list(
-            _tenant(state), who.owner if who else None
-        )
+        return _services(state).answers.conversations.list(_tenant(state), owner_of(request))
 
     @get(
         "/conversations/{conversation_id:str}",
@@ -186,9 +182,8 @@ class ConversationController(Controller):
         self, request: Request[Any, Any, Any], state: State, conversation_id: str
     ) -> dict[str, Any]:
         """Answers carry their sources, grounding verdicts and sanitised ``html``."""
-        who = principal_of(request)
         found = _services(state).answers.conversations.transcript(
-            _tenant(state), conversation_id, who.owner if who else None
+            _tenant(state), conversation_id, owner_of(request)
         )
         for turn in found["messages"]:
             if turn["role"] == "assistant":

@@ -43,6 +43,7 @@ from app.accounts import (
     session_principal,
     sign_in,
     sign_out,
+    users_created,
 )
 from app.services import Services
 
@@ -54,18 +55,28 @@ _SAFE = ("GET", "HEAD", "OPTIONS")
 
 
 class _UserCount:
-    """Whether any user exists, re-read at most every two seconds (a user created by the CLI
-    in another process takes effect that soon)."""
+    """How many users exist, re-read at most every two seconds, so that an open Docent (no
+    users) answers a request without a database read or a thread. A user created in this
+    process counts at once; one created by the CLI in another process within two seconds."""
 
     def __init__(self) -> None:
-        self.value = 0
+        self.value: int | None = None
         self.read_at = float("-inf")
+        self.seen = -1
+
+    def fresh(self) -> int | None:
+        stale = time.monotonic() - self.read_at > 2.0 or self.seen != users_created()
+        return None if stale else self.value
+
+    def read(self, services: Services) -> int:
+        self.seen = users_created()
+        self.value = count_users(services.db)
+        self.read_at = time.monotonic()
+        return self.value
 
     def get(self, services: Services) -> int:
-        if time.monotonic() - self.read_at > 2.0 or self.value == 0:
-            self.value = count_users(services.db)
-            self.read_at = time.monotonic()
-        return self.value
+        found = self.fresh()
+        return self.read(services) if found is None else found
 
 
 class AuthMiddleware(AbstractMiddleware):
@@ -80,7 +91,13 @@ class AuthMiddleware(AbstractMiddleware):
         connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope, receive=receive)
         services: Services = connection.app.state.services
         path, method = scope["path"], str(cast(Any, scope)["method"])
-        principal = await anyio.to_thread.run_sync(self._who, connection, services)
+        if connection.headers.get("authorization") or connection.cookies.get(SESSION_COOKIE):
+            principal = await anyio.to_thread.run_sync(self._who, connection, services)
+        else:  # nobody signed in: open, or not, from the cached count
+            users = self._users.fresh()
+            if users is None:
+                users = await anyio.to_thread.run_sync(self._users.read, services)
+            principal = OPEN if users == 0 else None
         if principal is None and not path.startswith(_PUBLIC):
             if path.startswith(("/api/", "/v1/")):
                 await _send_json(
@@ -188,15 +205,20 @@ def _cookie_secure(request: Request[Any, Any, Any]) -> bool:
     return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
 
 
-@get("/login", include_in_schema=False, media_type=MediaType.HTML)
-async def login_page(request: Request[Any, Any, Any], next: str | None = None) -> Any:
-    who = principal_of(request)
-    if who is not None and who.via == "open":
-        return Redirect("/")
+def _login_form(
+    request: Request[Any, Any, Any],
+    target: str,
+    error: str | None = None,
+    username: str = "",
+    status: int = 200,
+) -> Template:
+    """The sign-in page with a fresh form token, also set as a cookie (double submit)."""
     token = secrets.token_urlsafe(32)
+    context = {"page": "login", "csrf": token, "next": target, "error": error}
     return Template(
         "login.html",
-        context={"page": "login", "csrf": token, "next": _safe_next(next), "error": None},
+        context={**context, "username": username[:64]},
+        status_code=status,
         cookies=[
             Cookie(
                 key=LOGIN_CSRF_COOKIE,
@@ -208,6 +230,20 @@ async def login_page(request: Request[Any, Any, Any], next: str | None = None) -
             )
         ],
     )
+
+
+def owner_of(request: Request[Any, Any, Any]) -> str | None:
+    """Whose conversations a request may see and continue."""
+    who = principal_of(request)
+    return who.owner if who else None
+
+
+@get("/login", include_in_schema=False, media_type=MediaType.HTML)
+async def login_page(request: Request[Any, Any, Any], next: str | None = None) -> Any:
+    who = principal_of(request)
+    if who is not None and who.via == "open":
+        return Redirect("/")
+    return _login_form(request, _safe_next(next))
 
 
 @post("/login", include_in_schema=False, status_code=303, media_type=MediaType.HTML)
@@ -222,23 +258,7 @@ async def login(
     sent = data.get("csrf_token", "")
 
     def again(message: str, status: int) -> Template:
-        token = secrets.token_urlsafe(32)
-        context = {"page": "login", "csrf": token, "next": target, "error": message}
-        return Template(
-            "login.html",
-            context={**context, "username": data.get("username", "")[:64]},
-            status_code=status,
-            cookies=[
-                Cookie(
-                    key=LOGIN_CSRF_COOKIE,
-                    value=token,
-                    httponly=True,
-                    samesite="strict",
-                    secure=_cookie_secure(request),
-                    max_age=3600,
-                )
-            ],
-        )
+        return _login_form(request, target, message, data.get("username", ""), status)
 
     if not expected or not secrets.compare_digest(expected, sent):
         return again("The sign-in form was out of date. Please sign in again.", 403)

@@ -27,7 +27,7 @@ from app.answer.answer import answer
 from app.errors import DocentError, InvalidRequest
 from app.models import AnswerEvent, ChatMessage, ChatRequest
 from app.services import Services
-from app.web.auth import principal_of
+from app.web.auth import owner_of
 from app.web.sse import keepalive
 
 MODEL = "docent"
@@ -159,8 +159,7 @@ class OpenAICompatController(Controller):
         tenant = services.settings.default_tenant
         chat = to_chat_request(data)
         created = int(time.time())
-        who = principal_of(request)
-        events = answer(services.answers, tenant, chat, owner=who.owner if who else None)
+        events = answer(services.answers, tenant, chat, owner=owner_of(request))
         if data.stream:
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
             body = _stream(
