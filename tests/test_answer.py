@@ -149,6 +149,61 @@ def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
         s.close()
 
 
+ORPHAN = """
+import asyncio, sys, time
+from pathlib import Path
+from app.answer.grounding_pool import GroundingPool
+from app.models import ChunkHit
+from tests.conftest import make_settings
+
+pool = GroundingPool(make_settings(Path(sys.argv[1])), 1)
+hit = ChunkHit(chunk_id="c", document_id="d", title="leave", collection="", version=1,
+               page=None, start=0, end=40, text="Parental leave lasts sixteen weeks.", score=1.0)
+asyncio.run(pool.ground("Parental leave lasts sixteen weeks [1].", [hit], None))
+print(*pool._pool._processes, flush=True)
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent that is gone (Linux /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_a_grounding_worker_leaves_when_its_server_is_killed(tmp_path: Path) -> None:
+    """SIGKILL gives the server no chance to stop its pool; the worker must notice alone
+    (it used to wait on its task queue for ever, holding a model's memory)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(tmp_path / "data")],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        workers = [int(p) for p in server.stdout.readline().split()]
+        assert workers and all(_running(p) for p in workers)
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(p) for p in workers), "the worker outlived its server"
+    finally:
+        server.kill()
+
+
 def test_low_risk_failure_mid_answer_resets_and_replaces(services: Services) -> None:
     a = ScriptedProvider("a", [Say("Parental leave lasts sixteen weeks [1].", stall_after=3)])
     b = ScriptedProvider("b")

@@ -17,6 +17,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from app.answer.grounding import SentenceGrounding, ground_sentences
@@ -29,11 +31,22 @@ log = logging.getLogger(__name__)
 _embedder: Embedder | None = None
 
 
-def _start_worker(settings: Settings, nice: int) -> None:
+def _exit_with(parent: int) -> None:
+    """A worker whose server died (even by SIGKILL) leaves too: it would otherwise wait on
+    its task queue for ever, holding a model's worth of memory."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _start_worker(settings: Settings, nice: int, parent: int) -> None:
     global _embedder
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with").start()
     if nice and hasattr(os, "nice"):
         os.nice(nice)
-    _embedder = MemoEmbedder(build_embedder(settings))
+    # One thread: grounding is background work, and a second thread on a busy machine takes
+    # CPU from the server for a little less waiting.
+    _embedder = MemoEmbedder(build_embedder(settings.model_copy(update={"embedding_threads": 1})))
 
 
 def _ground(
@@ -58,7 +71,7 @@ class GroundingPool:
                 self._workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(self._settings, self._nice),
+                initargs=(self._settings, self._nice, os.getpid()),
             )
         return self._pool
 
