@@ -101,21 +101,27 @@ class MemoEmbedder:
         self._memo: OrderedDict[str, np.ndarray[Any, np.dtype[np.float32]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+    def embed_array(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The vectors as a new (len(texts), dimensions) array."""
         with self._lock:
             known = {t: self._memo[t] for t in texts if t in self._memo}
             for t in known:
                 self._memo.move_to_end(t)
         missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing:
-            fresh = self.inner.embed_documents(missing)
+            fresh = embed_matrix(self.inner, missing)
             with self._lock:
                 for text, vector in zip(missing, fresh, strict=True):
-                    known[text] = np.asarray(vector, dtype=np.float32)
-                    self._memo[text] = known[text]
+                    known[text] = vector
+                    self._memo[text] = vector
                 while len(self._memo) > self._capacity:
                     self._memo.popitem(last=False)
-        rows: list[list[float]] = [known[t].tolist() for t in texts]
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return np.stack([known[t] for t in texts])
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        rows: list[list[float]] = self.embed_array(texts).tolist()
         return rows
 
     def embed_query(self, text: str) -> list[float]:
@@ -123,6 +129,15 @@ class MemoEmbedder:
 
     def tokenizer(self) -> Callable[[str], list[Any]]:
         return self.inner.tokenizer()
+
+
+def embed_matrix(embedder: Embedder, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """``embed_documents`` as a new float32 array, without a detour through Python floats when
+    the embedder can give an array."""
+    as_array = getattr(embedder, "embed_array", None)
+    if as_array is not None:
+        return np.array(as_array(texts), dtype=np.float32)
+    return np.asarray(embedder.embed_documents(texts), dtype=np.float32).reshape(len(texts), -1)
 
 
 def _stable_hash(s: str) -> int:

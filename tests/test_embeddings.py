@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from app.embeddings import HashEmbedder, OpenAIEmbedder
+from app.embeddings import HashEmbedder, MemoEmbedder, OpenAIEmbedder, embed_matrix
 from app.errors import Unavailable
 from app.minilm import verify_model_files
 
@@ -104,6 +104,27 @@ def test_hash_embedder_is_deterministic_and_lexical() -> None:
     a, b, c = e.embed_documents(["refund policy", "refund policies", "zebra migration"])
     assert a == e.embed_query("refund policy")
     assert np.dot(a, b) > np.dot(a, c)
+
+
+def test_memo_embedder_gives_the_same_vectors_as_arrays_and_computes_each_text_once() -> None:
+    calls: list[list[str]] = []
+
+    class Counting(HashEmbedder):
+        def embed_documents(self, texts: Any) -> list[list[float]]:
+            calls.append(list(texts))
+            return super().embed_documents(texts)
+
+    memo = MemoEmbedder(Counting(), capacity=2)
+    texts = ["refund policy", "zebra migration", "refund policy"]
+    expected = np.asarray(HashEmbedder().embed_documents(texts), dtype=np.float32)
+    matrix = embed_matrix(memo, texts)
+    assert matrix.dtype == np.float32 and np.array_equal(matrix, expected)
+    matrix[:] = 0  # a caller may scale its copy in place; the memo keeps its own
+    assert memo.embed_documents(texts) == expected.tolist()
+    assert calls == [["refund policy", "zebra migration"]]
+    memo.embed_documents(["a third text"])  # capacity 2: the oldest is forgotten
+    memo.embed_documents(["refund policy"])
+    assert calls[-1] == ["refund policy"] and embed_matrix(memo, []).shape == (0, 384)
 
 
 @pytest.mark.slow
