@@ -57,7 +57,7 @@ from app.answer.prompts import answer_prompt
 from app.answer.risk import choose_tier
 from app.answer.validate import strip_forged_markers, validate
 from app.errors import AllProvidersFailed, DocentError, StreamInterrupted, Unavailable
-from app.models import AnswerEvent, ChatRequest
+from app.models import AnswerEvent, ChatRequest, ChunkHit
 from app.providers import GenerationRequest, Usage
 from app.providers.fallback import ChainTrace
 from app.providers.offline import NO_SOURCES
@@ -109,6 +109,17 @@ async def answer(
         deps.lanes.write_later(record, deps.db, trail)
 
 
+def _embed_and_search(
+    deps: AnswerDeps, tenant: str, question: str, collection: str | None
+) -> tuple[list[float], list[ChunkHit]]:
+    """The question's embedding (the cache looks it up too) and its search, in one call: on a
+    busy server every hop between the event loop and a thread waits for the interpreter lock,
+    and this is the path to the first token."""
+    vector = deps.embedder.embed_query(question)
+    hits = deps.retriever.search(tenant, question, deps.config.sources, collection, vector=vector)
+    return vector, hits
+
+
 async def _answer(
     deps: AnswerDeps, trail: Trail, request: ChatRequest
 ) -> AsyncGenerator[AnswerEvent, None]:
@@ -132,14 +143,8 @@ async def _answer(
     # 2. Sources. Without the embedder or the index, the exact-match cache is the only way
     # to answer (it needs neither); otherwise the failure is reported (R8).
     try:
-        vector = await deps.lanes.fast(deps.embedder.embed_query, question)
-        sources = await deps.lanes.fast(
-            deps.retriever.search,
-            trail.tenant,
-            question,
-            cfg.sources,
-            request.collection,
-            vector=vector,
+        vector, sources = await deps.lanes.fast(
+            _embed_and_search, deps, trail.tenant, question, request.collection
         )
     except Exception as exc:
         log.warning("retrieval failed for answer %s: %s", trail.answer_id, exc)

@@ -129,17 +129,22 @@ async def streamed(
         try:
             run = generate(deps, trail, generation, deadlines, providers, trace, skip)
             async with aclosing(run) as events:
-                async for item in events:
-                    if isinstance(item, AnswerEvent):
-                        yield item
-                    elif isinstance(item, Finished):
-                        outcome.finished = item
-                    else:
-                        if not shown and not outcome.text:
-                            trail.mark("first_token")
-                        shown.append(item)
+                try:
+                    async for item in events:
+                        if isinstance(item, AnswerEvent):
+                            yield item
+                        elif isinstance(item, Finished):
+                            outcome.finished = item
+                        else:
+                            if not shown and not outcome.text:
+                                trail.mark("first_token")
+                            shown.append(item)
+                            yield AnswerEvent(event="delta", data={"text": item})
+                finally:
+                    # Joined once, however this attempt ends (joining at every piece was
+                    # quadratic in the answer's length).
+                    if shown:
                         outcome.text = "".join(shown)
-                        yield AnswerEvent(event="delta", data={"text": item})
         except StreamInterrupted as exc:
             skip.append(exc.provider)
             assert trail.budget_start is not None
