@@ -1,16 +1,27 @@
 """Added time to first byte: what Docent's answer path costs on top of the model.
 
-    python -m evals.bench_answer [--streams 1,50] [--ttft-ms 480] [--embedder hash]
-                                 [--shape steady|burst] [--out evals/results/answer.json]
+    python -m evals.bench_answer [--streams 1,50] [--ttft-ms 480] [--embedder hash|minilm]
+                                 [--pace 50] [--answer-words 150] [--shape steady|burst]
+                                 [--out evals/results/answer.json]
 
 A fake OpenAI-compatible upstream (tests/fakes/llm_server.py, in its own process) answers
 every request after ``--ttft-ms``. Docent runs as ``docent serve`` in a subprocess with
 ``DOCENT_CHAIN=openai:bench`` pointed at it, on a data directory holding Docent's own
 documentation. Streams go side by side: straight to the upstream (the floor) and through
 Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). ``--shape steady`` (default)
-keeps N streams in flight, each client asking again when its answer ends and alternating
-upstream and Docent; ``--shape burst`` sends waves of N to each at the same instant, the
-worst case. Low-risk questions, cache off (every answer is generated).
+keeps N streams in flight through Docent and N beside them straight to the upstream, each
+client asking again when its answer ends; ``--shape burst`` sends waves of N to each at the
+same instant, the worst case. Low-risk questions, cache off (every answer is generated).
+
+Answers are, by default, about 150 words (from half to one and a half times that, so that
+clients fall out of step as real ones do) sent at 50 words a second after the first: 50
+streams are then about 11 answers a second, each relayed token by token. ``--pace 0
+--answer-words 0`` instead sends one-sentence answers at once, back to back: about 48 answers
+a second at 50 streams, a stress test of how many answers one core carries.
+
+The slowest 3% of Docent's streams are listed in the results with when they were sent and the
+step times of their audit rows: whether a tail is one stall that hit many streams at once or
+one step that is slow.
 
 Time to first byte is taken when the first text arrives: the first content chunk from the
 upstream, the first ``delta`` event from Docent. Two figures are reported:
@@ -204,8 +215,9 @@ async def run_waves(
 async def run_steady(
     url: str, upstream: str, streams: int, seconds: float
 ) -> tuple[list[Sample], list[Sample], int]:
-    """N streams always in flight: each of N clients asks again as soon as its answer ends,
-    alternating upstream and Docent, with start times spread over one answer's length."""
+    """N streams always in flight through Docent, and beside them N straight to the upstream
+    (the floor): each client asks again as soon as its answer ends, with start times spread
+    over the first second."""
     direct: list[Sample] = []
     via: list[Sample] = []
     failures = 0
@@ -215,27 +227,26 @@ async def run_steady(
     warm.close()
     end = time.monotonic() + seconds
 
-    async def user(i: int) -> None:
+    async def user(i: int, to_docent: bool) -> None:
         nonlocal failures
-        to_docent, to_upstream = Conn(url), Conn(upstream)
+        conn = Conn(url if to_docent else upstream)
         await asyncio.sleep(rng.uniform(0, 1.0))
         n = i
         while time.monotonic() < end:
             q = QUESTIONS[n % len(QUESTIONS)]
             try:
-                if n % 2:
-                    direct.append(await direct_ttfb(to_upstream, q))
+                if to_docent:
+                    via.append(await docent_ttfb(conn, q))
                 else:
-                    via.append(await docent_ttfb(to_docent, q))
+                    direct.append(await direct_ttfb(conn, q))
             except Exception as exc:
                 failures += 1
-                side = "upstream" if n % 2 else "docent"
+                side = "docent" if to_docent else "upstream"
                 print(f"  failed ({side}): {type(exc).__name__}: {exc}", flush=True)
             n += 1
-        to_docent.close()
-        to_upstream.close()
+        conn.close()
 
-    await asyncio.gather(*(user(i) for i in range(streams)))
+    await asyncio.gather(*(user(i, side) for i in range(streams) for side in (True, False)))
     return direct, via, failures
 
 
@@ -284,11 +295,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--pace",
         type=float,
-        default=None,
-        help="tokens a second after the first (default: the whole answer at once)",
+        default=50.0,
+        help="tokens (words) a second after the first; 0: the whole answer at once",
     )
     p.add_argument(
-        "--answer-words", type=int, default=0, help="answer length (default: 1 sentence)"
+        "--answer-words",
+        type=int,
+        default=150,
+        help="answer length in words; 0: one sentence (with --pace 0: a stress test of "
+        "answers back to back, which measures how many answers a second one core carries)",
     )
     p.add_argument(
         "--no-pin",
@@ -319,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         ).stdout.strip(),
         "by_streams": {},
     }
-    fake = start_fake(args.ttft_ms, pin, args.pace, args.answer_words)
+    fake = start_fake(args.ttft_ms, pin, args.pace or None, args.answer_words)
     upstream = fake.stdout.readline().strip() if fake.stdout else ""
     try:
         port = _free_port()
@@ -341,12 +356,13 @@ def main(argv: list[str] | None = None) -> None:
                 waves = args.waves or (40 if n == 1 else 6)
                 what = f"{waves} waves" if args.shape == "burst" else f"{args.seconds:.0f} s"
                 print(f"{n} stream(s), {args.shape}, {what} ...", flush=True)
-                cpu_before = cpu_seconds(proc.pid)
+                cpu_before, wall_before = cpu_seconds(proc.pid), time.monotonic()
                 if args.shape == "burst":
                     direct, via, failures = run(run_waves(url, upstream, n, waves))
                 else:
                     direct, via, failures = run(run_steady(url, upstream, n, args.seconds))
                 server_cpu = cpu_seconds(proc.pid) - cpu_before
+                wall = time.monotonic() - wall_before
                 inside = upstream_times(upstream)
                 d, v = summary([s.ms for s in direct]), summary([s.ms for s in via])
                 d_over, v_over = overheads(direct, inside), overheads(via, inside)
@@ -369,13 +385,18 @@ def main(argv: list[str] | None = None) -> None:
                     "failed_or_hung_streams": failures,
                     # warm-up answers included: 2 per run of waves
                     "server_cpu_ms_per_answer": round(server_cpu * 1000 / (len(via) + 2), 1),
+                    "answers_per_s": round(len(via) / wall, 1),
+                    "server_cpu_share_of_a_core": round(server_cpu / wall, 2),
                 }
+                row["slowest"] = slowest(via, inside, work / "data" / "docent.db")
                 results["by_streams"][str(n)] = row
                 print(
                     f"  upstream TTFB median {d['median_ms']} p99 {d['p99_ms']} ms | through "
                     f"Docent median {v['median_ms']} p99 {v['p99_ms']} ms | added median "
                     f"{row['added_median_ms']} ms, p99 {row['added_p99_ms']} ms | failed "
-                    f"{failures} | server CPU {row['server_cpu_ms_per_answer']} ms an answer\n"
+                    f"{failures} | server CPU {row['server_cpu_ms_per_answer']} ms an answer, "
+                    f"{row['answers_per_s']} answers/s, {row['server_cpu_share_of_a_core']:.0%}"
+                    " of a core\n"
                     f"  per stream, outside the upstream: direct median {do['median_ms']} p99 "
                     f"{do['p99_ms']} ms | through Docent median {vo['median_ms']} p99 "
                     f"{vo['p99_ms']} ms | added median {row['added_per_stream_median_ms']} ms, "
@@ -444,6 +465,52 @@ def cpu_seconds(pid: int) -> float:
     return total / float(os.sysconf("SC_CLK_TCK"))
 
 
+def slowest(
+    samples: list[Sample], inside: dict[str, tuple[float, float]], db: Path, share: float = 0.03
+) -> list[dict[str, Any]]:
+    """The slowest ``share`` of Docent's streams (time outside the upstream), each with when it
+    was sent (seconds into the run) and the step times of its audit row: where a tail comes
+    from, periodic stalls or one step."""
+    import sqlite3
+
+    if not samples:
+        return []
+    t0 = min(s.sent_at for s in samples)
+    timed = []
+    for s in samples:
+        if s.request_id in inside:
+            read, wrote = inside[s.request_id]
+            before, after = (read - s.sent_at) * 1000, (s.first_at - wrote) * 1000
+            timed.append((before + after, before, after, s))
+    timed.sort(key=lambda t: t[0], reverse=True)
+    worst = timed[: max(1, int(len(timed) * share))]
+    with sqlite3.connect(db) as conn:
+        steps = {
+            rid: json.loads(t)
+            for rid, t in conn.execute(
+                f"SELECT id, timings FROM answers WHERE id IN ({','.join('?' * len(worst))})",
+                [w[3].request_id for w in worst],
+            )
+        }
+    return [
+        {
+            "at_s": round(s.sent_at - t0, 2),
+            "request_id": s.request_id,
+            "sent_at": s.sent_at,
+            "upstream_read_at": inside[s.request_id][0],
+            "outside_ms": round(total, 1),
+            "before_upstream_ms": round(before, 1),
+            "after_upstream_ms": round(after, 1),
+            "steps_ms": {
+                k: round(v, 1)
+                for k, v in steps.get(s.request_id, {}).items()
+                if isinstance(v, int | float)
+            },
+        }
+        for total, before, after, s in worst
+    ]
+
+
 def step_medians(db: Path) -> dict[str, float]:
     """Medians of the per-step timings Docent recorded in its audit rows."""
     import sqlite3
@@ -478,9 +545,15 @@ except ImportError:
     pass
 from tests.fakes.llm_server import FakeLLM, default_answer, ok
 
+import random
+spread = random.Random(0)
+
 def text(body, words={words}):
+    # Answers differ in length (half to one and a half times ``words``), as real ones do;
+    # equal lengths would keep every client in step, asking in waves.
     sentence = default_answer(body)
-    return " ".join([sentence] * max(1, -(-words // len(sentence.split()))))
+    n = round(words * spread.uniform(0.5, 1.5)) if words else 0
+    return " ".join([sentence] * max(1, -(-n // len(sentence.split()))))
 
 fake = FakeLLM(models=("bench",)).start()
 fake.default_step = ok(text=text, ttft_ms={ttft}, tokens_per_s={pace})
