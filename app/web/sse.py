@@ -12,38 +12,67 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from typing import Any
 
 from litestar.response import ServerSentEventMessage
 
 from app.models import AnswerEvent
 
+_END = object()
+
 
 async def keepalive(
     source: AsyncGenerator[AnswerEvent, None], interval: float
 ) -> AsyncGenerator[AnswerEvent | None, None]:
-    pending: asyncio.Future[AnswerEvent] | None = None
+    """``source``'s events, and None whenever it has been silent for ``interval`` seconds.
+
+    One task runs the whole answer and hands its events over through a small queue; a timer,
+    re-armed only when it fires, adds the None. (Starting a task and a timed wait for every
+    event cost more CPU per relayed token than anything else here, and every token of every
+    stream pays it.) The queue is small, so a slow reader slows the model's stream instead of
+    piling it up here. Closing this cancels the task, which closes ``source`` and so the
+    provider's HTTP stream, at once."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=32)
+    last = loop.time()
+    timer: asyncio.TimerHandle | None = None
+
+    async def pump() -> None:
+        nonlocal last
+        try:
+            async with aclosing(source) as events:
+                async for event in events:
+                    last = loop.time()
+                    await queue.put(event)
+        except Exception as exc:  # handed to the reader, raised there
+            await queue.put(exc)
+        await queue.put(_END)
+
+    def ping() -> None:
+        nonlocal timer
+        due = last + interval
+        if loop.time() >= due and queue.empty():
+            queue.put_nowait(None)
+            due = loop.time() + interval
+        timer = loop.call_at(due, ping)
+
+    task = asyncio.ensure_future(pump())
+    timer = loop.call_at(last + interval, ping)
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(source))
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
-                continue
-            finished, pending = pending, None
-            try:
-                event = finished.result()
-            except StopAsyncIteration:
+            item = await queue.get()
+            if item is _END:
                 return
-            yield event
+            if isinstance(item, Exception):
+                raise item
+            yield item
     finally:
-        if pending is not None:
-            pending.cancel()
-            with suppress(BaseException):
-                await pending
-        await source.aclose()
+        if timer is not None:
+            timer.cancel()
+        task.cancel()
+        with suppress(BaseException):
+            await task
 
 
 async def answer_stream(
