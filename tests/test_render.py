@@ -203,6 +203,29 @@ def test_streaming_sends_the_settled_html_then_the_whole_answer() -> None:
     assert closed == [True]
 
 
+def test_streamed_cuts_match_the_settled_part_of_each_prefix() -> None:
+    """The scan restarts at the last cut; the cuts must be those of scanning from the start,
+    with fences and blank lines split across pieces of every size."""
+    answer = "Intro [1].\n\n```\ncode\n\nstill code\n```\n\nMiddle\n\n~~~\nx\n~~~\n\nEnd."
+    for size in (1, 2, 3, 7):
+        pieces = [answer[i : i + size] for i in range(0, len(answer), size)]
+
+        async def source(pieces: list[str] = pieces) -> AsyncGenerator[AnswerEvent, None]:
+            for piece in pieces:
+                yield AnswerEvent(event="delta", data={"text": piece})
+
+        async def collect() -> list[AnswerEvent]:
+            return [e async for e in with_html(source())]
+
+        cuts = [e.data["upto"] for e in asyncio.run(collect()) if e.event == "render"]
+        expected: list[int] = []
+        for end in range(size, len(answer) + size, size):
+            cut = settled(answer[:end])
+            if cut > (expected[-1] if expected else 0):
+                expected.append(cut)
+        assert cuts == expected and len(cuts) == 4, size
+
+
 def test_closing_the_html_stream_closes_the_answer_at_once() -> None:
     closed: list[bool] = []
 

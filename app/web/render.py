@@ -235,7 +235,9 @@ async def with_html(
             yield event
             if event.event == "delta":
                 text += str(event.data.get("text", ""))
-                cut = settled(text)
+                # Only what came after the last cut: it ends a line outside any code fence,
+                # so the scan can start there (from the start it was quadratic in length).
+                cut = upto + settled(text[upto:])
                 if cut > upto:
                     upto = cut
                     html_part = render_answer(text[:cut], sources)
