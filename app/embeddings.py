@@ -112,8 +112,8 @@ class MemoEmbedder:
             fresh = embed_matrix(self.inner, missing)
             with self._lock:
                 for text, vector in zip(missing, fresh, strict=True):
-                    known[text] = vector
-                    self._memo[text] = vector
+                    # A copy: a row of ``fresh`` would keep its whole batch alive.
+                    known[text] = self._memo[text] = vector.copy()
                 while len(self._memo) > self._capacity:
                     self._memo.popitem(last=False)
         if not texts:

@@ -27,14 +27,15 @@ async def keepalive(
 ) -> AsyncGenerator[AnswerEvent | None, None]:
     """``source``'s events, and None whenever it has been silent for ``interval`` seconds.
 
-    One task runs the whole answer and hands its events over through a small queue; a timer,
+    One task runs the whole answer and hands its events over through a queue; a timer,
     re-armed only when it fires, adds the None. (Starting a task and a timed wait for every
     event cost more CPU per relayed token than anything else here, and every token of every
-    stream pays it.) The queue is small, so a slow reader slows the model's stream instead of
-    piling it up here. Closing this cancels the task, which closes ``source`` and so the
-    provider's HTTP stream, at once."""
+    stream pays it.) The queue is not bounded, but an answer is (max_tokens): a slow reader
+    only holds the rest of one answer in memory. However the task ends, the reader is told,
+    so a stream never waits for ever. Closing this cancels the task, which closes ``source``
+    and so the provider's HTTP stream, at once."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=32)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
     last = loop.time()
     timer: asyncio.TimerHandle | None = None
 
@@ -44,10 +45,11 @@ async def keepalive(
             async with aclosing(source) as events:
                 async for event in events:
                     last = loop.time()
-                    await queue.put(event)
+                    queue.put_nowait(event)
         except Exception as exc:  # handed to the reader, raised there
-            await queue.put(exc)
-        await queue.put(_END)
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(_END)
 
     def ping() -> None:
         nonlocal timer
