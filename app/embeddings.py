@@ -133,10 +133,10 @@ class MemoEmbedder:
 
 def embed_matrix(embedder: Embedder, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
     """``embed_documents`` as a new float32 array, without a detour through Python floats when
-    the embedder can give an array."""
+    the embedder can give an array (``embed_array``, which returns a new array)."""
     as_array = getattr(embedder, "embed_array", None)
     if as_array is not None:
-        return np.array(as_array(texts), dtype=np.float32)
+        return np.asarray(as_array(texts), dtype=np.float32)
     return np.asarray(embedder.embed_documents(texts), dtype=np.float32).reshape(len(texts), -1)
 
 

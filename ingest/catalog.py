@@ -4,7 +4,7 @@ Every lookup is scoped by tenant; another tenant's id is as unknown as a missing
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import Session, undefer
 
 from app.db import Database
 from app.db.tables import Chunk, Document, Job
@@ -46,15 +46,23 @@ def list_documents(db: Database, tenant: str, collection: str | None = None) -> 
         return [_document_info(d, jobs.get((d.id, d.latest_version))) for d in docs]
 
 
+def document_and_latest_job(
+    s: Session, tenant: str, document_id: str
+) -> tuple[Document, Job | None]:
+    """The tenant's document and the job of its latest version; NotFound for another
+    tenant's document or a deleted one."""
+    doc = s.get(Document, document_id)
+    if doc is None or doc.tenant != tenant:
+        raise NotFound("No such document. It may have been deleted.")
+    job = s.scalars(
+        select(Job).where(Job.document_id == doc.id, Job.version == doc.latest_version)
+    ).one_or_none()
+    return doc, job
+
+
 def get_document(db: Database, tenant: str, document_id: str) -> DocumentInfo:
     with db.session() as s:
-        doc = s.get(Document, document_id)
-        if doc is None or doc.tenant != tenant:
-            raise NotFound("No such document. It may have been deleted.")
-        job = s.scalars(
-            select(Job).where(Job.document_id == doc.id, Job.version == doc.latest_version)
-        ).one_or_none()
-        return _document_info(doc, job)
+        return _document_info(*document_and_latest_job(s, tenant, document_id))
 
 
 def get_job(db: Database, tenant: str, job_id: str) -> JobInfo:

@@ -31,6 +31,7 @@ from app.errors import DocentError, InputError, NotFound
 from app.index import IndexPoint, SparseVector, VectorIndex, scope
 from app.models import JobStatus, UploadedFile
 from app.settings import Settings
+from ingest.catalog import document_and_latest_job
 from ingest.chunk import ChunkDraft, chunk_id, split
 from ingest.parse import CONTENT_TYPES, EXTENSIONS, ParsedText, parse_bytes
 
@@ -82,19 +83,17 @@ class Ingestor:
     def reindex(self, tenant: str, document_id: str) -> UploadedFile:
         """Index a document again from its stored file, as a new version (after a change of
         embedder or chunking, or a failed job); the current version serves until it is done."""
+        missing = "The stored copy of this document is missing; upload it again."
         with self.db.session() as s:
-            doc = s.get(Document, document_id)
-            if doc is None or doc.tenant != tenant:
-                raise NotFound("No such document. It may have been deleted.")
-            job = s.scalars(
-                select(Job).where(Job.document_id == doc.id, Job.version == doc.latest_version)
-            ).one()
+            doc, job = document_and_latest_job(s, tenant, document_id)
+            if job is None:
+                raise NotFound(missing)
             collection, filename = doc.collection, doc.filename
             stored = self.settings.files_dir / job.storage_path
         try:
             data = stored.read_bytes()
         except OSError as exc:
-            raise NotFound("The stored copy of this document is missing; upload it again.") from exc
+            raise NotFound(missing) from exc
         kind, parsed = parse_bytes(filename, data)
         return self._accept(tenant, collection, filename, data, kind, parsed, force=True)
 

@@ -119,18 +119,23 @@ def docent_serve(data_dir: Path, env: dict[str, str], timeout: float = 120) -> I
                 proc.kill()
 
 
+def serve_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `docent serve` subprocess: this one's, a data directory, a free
+    port, and ``settings`` as DOCENT_<NAME> variables (embedder="hash" -> DOCENT_EMBEDDER)."""
+    return {
+        **os.environ,
+        "DOCENT_DATA_DIR": str(data_dir),
+        "DOCENT_PORT": str(free_port()),
+        **{f"DOCENT_{name.upper()}": value for name, value in settings.items()},
+    }
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """`docent serve` in a subprocess on 127.0.0.1 with the real embedding model, on a fresh
     data directory, so first-run ingestion of Docent's own docs happens too."""
     data_dir = tmp_path_factory.mktemp("live") / "data"
-    env = {
-        **os.environ,
-        "DOCENT_DATA_DIR": str(data_dir),
-        "DOCENT_PORT": str(free_port()),
-        "DOCENT_EMBEDDER": "minilm",
-        "DOCENT_INGEST_OWN_DOCS": "true",
-    }
+    env = serve_env(data_dir, embedder="minilm", ingest_own_docs="true")
     with docent_serve(data_dir, env) as url:
         yield LiveServer(url, data_dir, env)
 

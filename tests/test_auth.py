@@ -211,23 +211,16 @@ def test_command_line_tools_keep_working_against_a_server_that_requires_sign_in(
     tmp_path: Any,
 ) -> None:
     import json
-    import os
     import stat
     import subprocess
     import sys
 
     import httpx
 
-    from tests.conftest import docent_serve, free_port
+    from tests.conftest import docent_serve, serve_env
 
     data_dir = tmp_path / "data"
-    env = {
-        **os.environ,
-        "DOCENT_DATA_DIR": str(data_dir),
-        "DOCENT_PORT": str(free_port()),
-        "DOCENT_EMBEDDER": "hash",
-        "DOCENT_INGEST_OWN_DOCS": "true",
-    }
+    env = serve_env(data_dir, embedder="hash", ingest_own_docs="true")
 
     def docent(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

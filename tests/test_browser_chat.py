@@ -12,7 +12,6 @@ test-artifacts/screenshots/.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import docent_serve, free_port
+from tests.conftest import docent_serve, serve_env
 from tests.fakes.llm_server import FakeLLM, ok, status
 from tests.test_browser import ARTIFACTS, _require_browser, chromium
 
@@ -62,17 +61,15 @@ def fake() -> Iterator[FakeLLM]:
 def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeLLM) -> Iterator[dict[str, Any]]:
     _require_browser()
     data_dir = tmp_path_factory.mktemp("browser-chat") / "data"
-    env = {
-        **os.environ,
-        "DOCENT_DATA_DIR": str(data_dir),
-        "DOCENT_PORT": str(free_port()),
-        "DOCENT_EMBEDDER": "hash",
-        "DOCENT_INGEST_OWN_DOCS": "false",
-        "DOCENT_CHAIN": "openai:browser",
-        "DOCENT_CHAT_OPENAI_BASE_URL": fake.openai_base_url,
-        "DOCENT_OPENAI_API_KEY": "test-key",
-        "DOCENT_FIRST_TOKEN_HIGH_S": "10",
-    }
+    env = serve_env(
+        data_dir,
+        embedder="hash",
+        ingest_own_docs="false",
+        chain="openai:browser",
+        chat_openai_base_url=fake.openai_base_url,
+        openai_api_key="test-key",
+        first_token_high_s="10",
+    )
     with docent_serve(data_dir, env) as url:
         files = [
             ("files", ("leave.txt", LEAVE.encode())),

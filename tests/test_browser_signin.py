@@ -4,7 +4,6 @@ CSRF token. Screenshots go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import docent_serve, free_port
+from tests.conftest import docent_serve, serve_env
 from tests.test_browser import ARTIFACTS, _require_browser, chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -24,13 +23,7 @@ PASSWORD = "correct horse battery"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _require_browser()
     data_dir = tmp_path_factory.mktemp("browser-signin") / "data"
-    env = {
-        **os.environ,
-        "DOCENT_DATA_DIR": str(data_dir),
-        "DOCENT_PORT": str(free_port()),
-        "DOCENT_EMBEDDER": "hash",
-        "DOCENT_INGEST_OWN_DOCS": "true",
-    }
+    env = serve_env(data_dir, embedder="hash", ingest_own_docs="true")
     for command in (["create-admin", "ada"], ["create-user", "bob"]):
         made = subprocess.run(
             [sys.executable, "-m", "app.cli", *command, "--password", PASSWORD],

@@ -5,7 +5,6 @@ client that leaves closing the upstream request within a second."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import docent_serve, free_port
+from tests.conftest import docent_serve, serve_env
 from tests.fakes.llm_server import FakeLLM, hang_before_headers, ok, slow
 
 pytestmark = pytest.mark.slow
@@ -33,19 +32,17 @@ def upstream() -> Iterator[FakeLLM]:
 @pytest.fixture(scope="module")
 def server(upstream: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("chat-http") / "data"
-    env = {
-        **os.environ,
-        "DOCENT_DATA_DIR": str(data_dir),
-        "DOCENT_PORT": str(free_port()),
-        "DOCENT_EMBEDDER": "hash",
-        "DOCENT_INGEST_OWN_DOCS": "false",
-        "DOCENT_CHAIN": "openai:m",
-        "DOCENT_CHAT_OPENAI_BASE_URL": upstream.openai_base_url,
-        "DOCENT_OPENAI_API_KEY": "x",
-        "DOCENT_SSE_KEEPALIVE_S": "0.3",
-        "DOCENT_FIRST_TOKEN_LOW_S": "5",
-        "DOCENT_CACHE_ENABLED": "false",
-    }
+    env = serve_env(
+        data_dir,
+        embedder="hash",
+        ingest_own_docs="false",
+        chain="openai:m",
+        chat_openai_base_url=upstream.openai_base_url,
+        openai_api_key="x",
+        sse_keepalive_s="0.3",
+        first_token_low_s="5",
+        cache_enabled="false",
+    )
     with docent_serve(data_dir, env, timeout=60) as url:
         files = [("files", ("notes.txt", HOSTILE.encode()))]
         response = httpx.post(f"{url}/api/documents", files=files, timeout=30)
