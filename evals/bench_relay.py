@@ -7,10 +7,12 @@ At 50 streams a served answer is mostly tokens passing through: read from the mo
 handed down the answer path, written to the client. This measures the CPU time per token of
 each part, in alternating rounds, medians reported:
 
-- ``sdk_read``: the OpenAI SDK's streaming response read line by line (httpx, h11), nothing
-  else: the floor of reading a token with the official SDK;
-- ``provider``: Docent's OpenAI adapter (``OpenAIChatProvider.stream``: the SDK read plus SSE
-  parsing and JSON);
+- ``sdk_read_httpx``: the OpenAI SDK's streaming response read line by line over its default
+  transport (httpx, h11), nothing else;
+- ``sdk_read``: the same over the SDK's aiohttp transport, which Docent uses by default
+  (``DOCENT_PROVIDER_HTTP``): the floor of reading a token with the official SDK;
+- ``provider``: Docent's OpenAI adapter (``OpenAIChatProvider.stream`` over aiohttp: the SDK
+  read plus SSE parsing and JSON);
 - ``chain``: the same through ``FallbackChain`` (deadlines per token, breaker);
 - ``sse_out``: Docent's SSE writing (``answer_stream`` in a Litestar ``ServerSentEvent`` under
   uvicorn) of paced synthetic events, and ``bare_out``: a bare ASGI app writing the same bytes
@@ -92,14 +94,19 @@ async def _read(upstream: str, layer: str, streams: int) -> int:
     from app.providers.openai_chat import OpenAIChatProvider
 
     question = "How do I upload a document?"
-    provider = OpenAIChatProvider("bench", "bench", upstream)
+    provider = OpenAIChatProvider("bench", "bench", upstream, aiohttp=True)
     chain = FallbackChain([provider])
-    client = openai.AsyncOpenAI(api_key="bench", base_url=upstream, max_retries=0)
+    client = openai.AsyncOpenAI(
+        api_key="bench",
+        base_url=upstream,
+        max_retries=0,
+        http_client=None if layer == "sdk_read_httpx" else openai.DefaultAioHttpClient(),
+    )
 
     async def one() -> int:
         request = GenerationRequest(question=question, sources=[], prompt=question)
         n = 0
-        if layer == "sdk_read":
+        if layer.startswith("sdk_read"):
             async with client.chat.completions.with_streaming_response.create(
                 model="bench", messages=[{"role": "user", "content": question}], stream=True
             ) as response:
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(_read(upstream, "provider", 2))  # warm-up: imports, the first connection
         for r in range(args.rounds):
-            for layer in ("sdk_read", "provider", "chain"):
+            for layer in ("sdk_read_httpx", "sdk_read", "provider", "chain"):
                 started = _cpu()
                 tokens: int = run(_read(upstream, layer, args.streams))
                 per_layer.setdefault(layer, []).append((_cpu() - started) * 1e6 / tokens)
@@ -216,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "CPU per token, median of rounds: "
         + ", ".join(f"{k} {v} us" for k, v in medians.items())
-        + f" | Docent's SSE writing over a bare ASGI writer: "
+        + f" | the SDK's read over aiohttp against httpx: "
+        f"{medians['sdk_read'] / medians['sdk_read_httpx']:.2f}x"
+        f" | Docent's SSE writing over a bare ASGI writer: "
         f"{medians['sse_out'] / medians['bare_out']:.2f}x"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -336,3 +337,78 @@ def test_breaker_opens_on_failure_ratio() -> None:
     assert breaker.allow() and not breaker.allow(), "one probe at a time"
     breaker.record(False)
     assert breaker.state == "open"
+
+
+# --- the SDKs' HTTP transport -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("choice", "environ", "expected"),
+    [
+        ("auto", {}, True),
+        ("auto", {"HTTPS_PROXY": "http://proxy:3128"}, False),
+        ("auto", {"http_proxy": "http://proxy:3128"}, False),
+        ("auto", {"ALL_PROXY": ""}, True),
+        ("aiohttp", {"HTTPS_PROXY": "http://proxy:3128"}, True),
+        ("httpx", {}, False),
+    ],
+)
+def test_aiohttp_unless_a_proxy_is_set(
+    choice: str, environ: dict[str, str], expected: bool
+) -> None:
+    from app.providers.build import use_aiohttp
+
+    assert use_aiohttp(choice, environ) is expected
+
+
+def _renamed(cause: BaseException, outer: type[Exception]) -> Exception:
+    """``cause`` as the SDK's aiohttp transport and the SDK hand it on: raised from."""
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise outer("renamed") from exc
+    except Exception as renamed:
+        return renamed
+
+
+def test_aiohttp_errors_are_read_under_their_sdk_names() -> None:
+    import aiohttp
+    import httpx2
+
+    from app.providers.http_errors import aiohttp_error
+
+    key = aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 9, False, True, None, None, None)
+    refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    # The transport calls a refused connection ConnectTimeout; it is a fast failure, retried.
+    error = aiohttp_error("p", _renamed(refused, httpx2.ConnectTimeout))
+    assert error is not None and (error.kind, error.retryable) == ("connect", True)
+    slow = aiohttp.ConnectionTimeoutError("connect timed out")
+    error = aiohttp_error("p", _renamed(slow, httpx2.ConnectTimeout))
+    assert error is not None and (error.kind, error.retryable) == ("connect", False)
+    read = aiohttp.SocketTimeoutError("read timed out")
+    error = aiohttp_error("p", _renamed(read, httpx2.ReadTimeout))
+    assert error is not None and (error.kind, error.retryable) == ("timeout", False)
+    cut = aiohttp.ClientPayloadError("Response payload is not completed")
+    error = aiohttp_error("p", _renamed(cut, httpx2.ReadError))
+    assert error is not None and (error.kind, error.retryable) == ("interrupted", True)
+    gone = aiohttp.ServerDisconnectedError()
+    error = aiohttp_error("p", _renamed(gone, httpx2.ConnectTimeout))
+    assert error is not None and (error.kind, error.retryable) == ("interrupted", True)
+    # Not from aiohttp: left to the adapter's own reading.
+    assert aiohttp_error("p", _renamed(ConnectionRefusedError(), httpx2.ConnectError)) is None
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_the_transport_setting_reaches_both_sdks(kind: str, tmp_path: Path) -> None:
+    from app.embeddings import HashEmbedder
+    from app.providers.build import build_provider
+    from tests.conftest import make_settings
+
+    def http_client(choice: str) -> str:
+        settings = make_settings(tmp_path, provider_http=choice)
+        provider = build_provider(kind, "m", settings, HashEmbedder())
+        return type(provider._client._client).__name__.lower()  # type: ignore[attr-defined]
+
+    assert "aiohttp" in http_client("aiohttp")
+    assert "aiohttp" not in http_client("httpx")

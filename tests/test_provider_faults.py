@@ -103,6 +103,10 @@ TERMINAL = ("done", "error")
 DEGRADED = ("retrying", "fallback")
 
 DIALECTS = pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+# The SDKs' HTTP transport: aiohttp by default (DOCENT_PROVIDER_HTTP=auto), httpx when a proxy
+# is set. Every test runs on the default; the faults that live in the transport (connecting,
+# cut and stalled streams, disconnects) run on both.
+TRANSPORTS = pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 RISKS = pytest.mark.parametrize("risk", ["low", "high"])
 
 
@@ -313,7 +317,13 @@ class Rig:
 
 
 @pytest.fixture
-def rigs(base: Services, fake: FakeLLM) -> Iterator[Callable[..., Rig]]:
+def transport() -> str:
+    """The transport of tests not parametrized over TRANSPORTS: the default one."""
+    return "aiohttp"
+
+
+@pytest.fixture
+def rigs(base: Services, fake: FakeLLM, transport: str) -> Iterator[Callable[..., Rig]]:
     """rigs(dialect, risk, **settings overrides) -> a Rig with a fresh provider chain."""
     fake.reset()
     fake.default_step = ok()
@@ -322,6 +332,7 @@ def rigs(base: Services, fake: FakeLLM) -> Iterator[Callable[..., Rig]]:
         db.execute(delete(ReviewItem))
 
     def make(dialect: str, risk: str = "low", **overrides: Any) -> Rig:
+        overrides.setdefault("provider_http", transport)
         return Rig(base, fake, chain_for(base, dialect, **overrides), dialect, risk)
 
     yield make
@@ -456,6 +467,7 @@ def primary_url(dialect: str, port: int) -> dict[str, str]:
     return {"anthropic_base_url": f"http://127.0.0.1:{port}"}
 
 
+@TRANSPORTS
 @DIALECTS
 @RISKS
 def test_d01_connect_blackhole_falls_back_after_the_connect_timeout(
@@ -474,6 +486,7 @@ def test_d01_connect_blackhole_falls_back_after_the_connect_timeout(
     assert first is not None and first <= CONNECT_S + SLACK_S
 
 
+@TRANSPORTS
 @DIALECTS
 @RISKS
 def test_d01_connection_refused_falls_back_at_once(
@@ -579,6 +592,7 @@ EARLY = [
 ]
 
 
+@TRANSPORTS
 @pytest.mark.parametrize("case", EARLY, ids=[c.id for c in EARLY])
 @DIALECTS
 @RISKS
@@ -785,6 +799,7 @@ LATE = [
 ]
 
 
+@TRANSPORTS
 @pytest.mark.parametrize("case", LATE, ids=[c.id for c in LATE])
 @DIALECTS
 @RISKS
@@ -826,6 +841,7 @@ def test_mid_stream_fallback_is_announced_by_a_status(
     assert "status" in after[: after.index("delta")], after
 
 
+@TRANSPORTS
 @DIALECTS
 @RISKS
 def test_d04_stall_with_no_replacement_is_a_clear_error(
@@ -1116,6 +1132,7 @@ async def _wait_for(predicate: Callable[[], bool]) -> None:
     raise AssertionError("the fake never reached the expected state")
 
 
+@TRANSPORTS
 @DIALECTS
 def test_disconnect_mid_stream_closes_the_upstream(rigs: Callable[..., Rig], dialect: str) -> None:
     rig = rigs(dialect, "low")
@@ -1182,6 +1199,7 @@ def _abandoned(rig: Rig, seen: list[tuple[str, dict[str, Any]]]) -> AnswerRecord
         return row
 
 
+@TRANSPORTS
 @DIALECTS
 def test_disconnect_during_the_first_token_wait_closes_the_upstream(
     rigs: Callable[..., Rig], dialect: str

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 
 from app.embeddings import Embedder
 from app.errors import InvalidRequest
@@ -41,8 +43,21 @@ def parse_small_models(spec: str) -> dict[str, str]:
     return out
 
 
+_PROXY_VARS = ("https_proxy", "http_proxy", "all_proxy")
+
+
+def use_aiohttp(choice: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the SDKs read over aiohttp. 'auto' keeps httpx when a proxy is set in the
+    environment: httpx honours those variables and the SDKs' aiohttp client does not."""
+    if choice != "auto":
+        return choice == "aiohttp"
+    env = os.environ if environ is None else environ
+    return not any(env.get(v) or env.get(v.upper()) for v in _PROXY_VARS)
+
+
 def build_provider(kind: str, model: str, settings: Settings, embedder: Embedder) -> Provider:
     read_timeout = max(settings.first_token_high_s, settings.stall_s) + 5
+    aiohttp = use_aiohttp(settings.provider_http)
     if kind == "anthropic":
         from app.providers.anthropic import AnthropicProvider
 
@@ -52,6 +67,7 @@ def build_provider(kind: str, model: str, settings: Settings, embedder: Embedder
             settings.anthropic_base_url,
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=read_timeout,
+            aiohttp=aiohttp,
         )
     if kind == "openai":
         from app.providers.openai_chat import OpenAIChatProvider
@@ -62,6 +78,7 @@ def build_provider(kind: str, model: str, settings: Settings, embedder: Embedder
             settings.chat_openai_base_url or settings.openai_base_url,
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=read_timeout,
+            aiohttp=aiohttp,
         )
     return OfflineProvider(
         embedder,

@@ -134,6 +134,48 @@ def transport_error(provider: str, exc: Exception) -> ProviderError | None:
     )
 
 
+def aiohttp_error(provider: str, exc: BaseException) -> ProviderError | None:
+    """A ProviderError from the aiohttp exception under an SDK error, or None if there is
+    none. The SDKs' aiohttp transport renames aiohttp's errors to httpx's, coarsely: a
+    refused connection arrives as ``ConnectTimeout``, which must not cost a timeout's
+    treatment (no retry) when it failed fast."""
+    cause: BaseException | None = exc
+    seen = 0
+    while cause is not None and not type(cause).__module__.startswith("aiohttp") and seen < 8:
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    if cause is None or not type(cause).__module__.startswith("aiohttp"):
+        return None
+    name = type(cause).__name__
+    if isinstance(cause, TimeoutError) or "Timeout" in name:
+        if "Connect" in name or "Connection" in name:
+            return ProviderError(
+                f"{provider} did not accept a connection in time",
+                provider=provider,
+                kind="connect",
+                retryable=False,
+            )
+        return ProviderError(
+            f"{provider} timed out ({name})", provider=provider, kind="timeout", retryable=False
+        )
+    if name.startswith("ClientConnector"):
+        return ProviderError(
+            f"{provider} could not be reached ({name}: {cause})",
+            provider=provider,
+            kind="connect",
+            # A refused connection fails fast and may be a restart; a bad certificate or an
+            # unknown host will not change in a second.
+            retryable="Certificate" not in name and "SSL" not in name and "DNS" not in name,
+        )
+    if name in ("ServerDisconnectedError", "ClientPayloadError", "ClientOSError"):
+        return ProviderError(
+            f"{provider}'s connection broke ({name})",
+            provider=provider,
+            kind="interrupted",
+            retryable=True,
+        )
+    return None
+
+
 def timed_out(provider: str, exc: Exception) -> ProviderError:
     """An SDK timeout. A connect timeout (a blackholed host) is not retried: waiting for a
     second one only delays the fallback; refused connections, which fail fast, are."""
