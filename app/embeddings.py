@@ -127,8 +127,21 @@ class MemoEmbedder:
     def embed_query(self, text: str) -> list[float]:
         return self.inner.embed_query(text)
 
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return embed_queries(self.inner, texts)
+
     def tokenizer(self) -> Callable[[str], list[Any]]:
         return self.inner.tokenizer()
+
+
+def embed_queries(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
+    """``embed_query`` of each text, in one call where the embedder can batch questions
+    (``embed_queries``)."""
+    batched = getattr(embedder, "embed_queries", None)
+    if batched is not None:
+        rows: list[list[float]] = batched(texts)
+        return rows
+    return [embedder.embed_query(t) for t in texts]
 
 
 def embed_matrix(embedder: Embedder, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:

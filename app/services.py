@@ -8,7 +8,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.answer.answer import AnswerConfig, AnswerDeps
+from app.answer.answer import AnswerConfig, AnswerDeps, retrieve_batch
+from app.answer.batch_lane import BatchLane
 from app.answer.cache import AnswerCache
 from app.answer.conversation import Conversations
 from app.answer.grounding_pool import GroundingPool
@@ -130,6 +131,7 @@ def build_answers(
             supported_at=settings.grounding_supported_at,
             prices=settings.prices,
         ),
+        query_lane=BatchLane(retrieve_batch, name="answer-query"),
     )
 
 
@@ -177,6 +179,8 @@ class Services:
             log.info("resumed %d interrupted ingestion jobs", pending)
 
     def close(self) -> None:
+        if self.answers.query_lane is not None:
+            self.answers.query_lane.close()
         self.answers.lanes.close()
         if self.answers.grounding_pool is not None:
             self.answers.grounding_pool.close()

@@ -10,7 +10,8 @@ every request after ``--ttft-ms``. Docent runs as ``docent serve`` in a subproce
 documentation. Streams go side by side: straight to the upstream (the floor) and through
 Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). ``--shape steady`` (default)
 keeps N streams in flight through Docent and N beside them straight to the upstream, each
-client asking again when its answer ends; ``--shape burst`` sends waves of N to each at the
+client asking again when its answer ends, the clients starting at random within the length
+of an average answer (so questions arrive at the steady rate from the start); ``--shape burst`` sends waves of N to each at the
 same instant, the worst case. Low-risk questions, cache off (every answer is generated).
 
 Answers are, by default, about 150 words (from half to one and a half times that, so that
@@ -109,6 +110,9 @@ def summary(ms: list[float]) -> dict[str, float]:
     }
 
 
+IDLE_S = 4.0  # a client drops a keep-alive connection idle this long, as httpx does
+
+
 class Conn:
     """One keep-alive HTTP/1.1 connection, as light as a load generator can be: request bytes
     out, response bytes scanned for a few markers. httpx cost the load process most of a core
@@ -119,12 +123,15 @@ class Conn:
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.prefix = parsed.path.rstrip("/")
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._used = 0.0
 
     async def post(
         self, path: str, body: dict[str, Any], headers: dict[str, str], first: bytes
     ) -> tuple[float, float, bytes]:
         """Send; return (sent, first_seen, whole body) where first_seen is when a chunk
         holding a match of ``first`` arrived (time.monotonic())."""
+        if self._streams is not None and time.monotonic() - self._used > IDLE_S:
+            self.close()  # the server may be closing it (uvicorn keeps idle ones for 5 s)
         if self._streams is None:
             self._streams = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._streams
@@ -153,6 +160,7 @@ class Conn:
         except BaseException:
             self.close()
             raise
+        self._used = time.monotonic()
         if not seen:
             raise RuntimeError("no text in the response")
         return sent, seen, bytes(body_bytes)
@@ -204,6 +212,8 @@ async def run_waves(
             results = await asyncio.gather(*jobs, return_exceptions=True)
             for res in results:
                 if isinstance(res, BaseException):
+                    if not failures:
+                        print(f"  failed ({label}): {type(res).__name__}: {res}", flush=True)
                     failures += 1
                 else:
                     target.append(res)
@@ -213,11 +223,14 @@ async def run_waves(
 
 
 async def run_steady(
-    url: str, upstream: str, streams: int, seconds: float
+    url: str, upstream: str, streams: int, seconds: float, ramp_s: float = 1.0
 ) -> tuple[list[Sample], list[Sample], int]:
     """N streams always in flight through Docent, and beside them N straight to the upstream
-    (the floor): each client asks again as soon as its answer ends, with start times spread
-    over the first second."""
+    (the floor): each client asks again as soon as its answer ends. Start times are spread
+    at random over ``ramp_s``, the length of an average answer, so that questions arrive at
+    the rate they keep up from then on: N clients starting within one second would ask at
+    several times that rate at first, and again when their first answers end together, which
+    is the burst shape's measurement, not this one's."""
     direct: list[Sample] = []
     via: list[Sample] = []
     failures = 0
@@ -230,7 +243,7 @@ async def run_steady(
     async def user(i: int, to_docent: bool) -> None:
         nonlocal failures
         conn = Conn(url if to_docent else upstream)
-        await asyncio.sleep(rng.uniform(0, 1.0))
+        await asyncio.sleep(rng.uniform(0, ramp_s))
         n = i
         while time.monotonic() < end:
             q = QUESTIONS[n % len(QUESTIONS)]
@@ -360,7 +373,13 @@ def main(argv: list[str] | None = None) -> None:
                 if args.shape == "burst":
                     direct, via, failures = run(run_waves(url, upstream, n, waves))
                 else:
-                    direct, via, failures = run(run_steady(url, upstream, n, args.seconds))
+                    # An average answer: the first token, then its words at the pace.
+                    ramp = args.ttft_ms / 1000 + (
+                        args.answer_words / args.pace if args.pace and args.answer_words else 0
+                    )
+                    direct, via, failures = run(
+                        run_steady(url, upstream, n, args.seconds, max(ramp, 1.0))
+                    )
                 server_cpu = cpu_seconds(proc.pid) - cpu_before
                 wall = time.monotonic() - wall_before
                 inside = upstream_times(upstream)

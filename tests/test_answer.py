@@ -113,6 +113,29 @@ def test_low_risk_streams_and_is_audited(services: Services) -> None:
     assert '<source id="1"' in a.requests[0].prompt and a.requests[0].system
 
 
+def test_questions_asked_together_each_get_their_own_sources(services: Services) -> None:
+    """They are embedded as one batch (the query lane); each answer is still its own."""
+    deps = with_providers(services, ScriptedProvider("a"))
+    assert deps.query_lane is not None
+    asked = {
+        "How long is parental leave?": "leave",
+        "Who books flights for employees?": "travel",
+        "What is the maximum dose of ibuprofen?": "dose",
+    }
+    questions = list(asked) * 3
+
+    async def one(question: str) -> list[tuple[str, dict[str, Any]]]:
+        request = ChatRequest(question=question)
+        return [(e.event, e.data) async for e in answer(deps, TENANT, request)]
+
+    async def together() -> list[list[tuple[str, dict[str, Any]]]]:
+        return await asyncio.gather(*(one(q) for q in questions))
+
+    for question, events in zip(questions, asyncio.run(together()), strict=True):
+        assert last(events, "sources")["sources"][0]["title"] == asked[question], question
+        assert names(events)[-1] == "done"
+
+
 def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -246,3 +246,19 @@ def test_int8_questions_agree_with_float32_and_passages_stay_float32(
     made = module.query_onnx_path(cache).stat().st_mtime_ns
     module.load("onnx", cache, query_precision="int8")
     assert module.query_onnx_path(cache).stat().st_mtime_ns == made, "made once"
+
+
+def test_questions_embedded_together_match_one_by_one(minilm: Any) -> None:
+    from app.embeddings import HashEmbedder, MemoEmbedder, embed_queries
+
+    questions = [
+        "How do I upload a document?",
+        "Which file types can Docent read, and how large may a PDF be before it is refused?",
+        "Why?",
+    ]
+    together = np.asarray(embed_queries(MemoEmbedder(minilm), questions))
+    alone = np.asarray([minilm.embed_query(q) for q in questions])
+    # Padding the short ones to the longest changes nothing but rounding.
+    assert np.allclose(together, alone, atol=1e-5)
+    hashed = HashEmbedder()  # no embed_queries: one by one
+    assert embed_queries(hashed, questions) == [hashed.embed_query(q) for q in questions]

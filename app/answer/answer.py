@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from functools import partial
 
@@ -43,7 +43,7 @@ from app.answer.delivery import (
     remember,
     streamed,
 )
-from app.answer.deps import AnswerConfig, AnswerDeps, Lanes
+from app.answer.deps import AnswerConfig, AnswerDeps, Lanes, Retrieval
 from app.answer.grounding import grounding_pass_rate
 from app.answer.payloads import (
     REFUSED,
@@ -56,6 +56,7 @@ from app.answer.payloads import (
 from app.answer.prompts import answer_prompt
 from app.answer.risk import choose_tier
 from app.answer.validate import strip_forged_markers, validate
+from app.embeddings import embed_queries
 from app.errors import AllProvidersFailed, DocentError, StreamInterrupted, Unavailable
 from app.models import AnswerEvent, ChatRequest, ChunkHit
 from app.providers import GenerationRequest, Usage
@@ -120,6 +121,51 @@ def _embed_and_search(
     return vector, hits
 
 
+# Longer questions are embedded on their own: padding a batch of short ones to their length
+# would cost more than batching saves.
+BATCH_CHARS = 300
+
+
+def retrieve_batch(
+    items: list[tuple[AnswerDeps, str, str, str | None]],
+) -> Iterator[Retrieval | BaseException]:
+    """``_embed_and_search`` for questions that arrived together (``deps.query_lane``): the
+    short ones embedded as one batch per embedder, then each searched and handed on in turn."""
+    vectors: dict[int, list[float] | BaseException] = {}
+    by_embedder: dict[int, list[int]] = {}
+    for i, (deps, _, question, _) in enumerate(items):
+        if len(question) <= BATCH_CHARS:
+            by_embedder.setdefault(id(deps.embedder), []).append(i)
+    for group in by_embedder.values():
+        try:
+            rows = embed_queries(items[group[0]][0].embedder, [items[i][2] for i in group])
+            vectors.update(zip(group, rows, strict=True))
+        except Exception as exc:  # each caller reports it (retrieval down)
+            vectors.update((i, exc) for i in group)
+    for i, (deps, tenant, question, collection) in enumerate(items):
+        try:
+            vector = vectors.get(i)
+            if vector is None:
+                vector = deps.embedder.embed_query(question)
+            if isinstance(vector, BaseException):
+                yield vector
+                continue
+            hits = deps.retriever.search(
+                tenant, question, deps.config.sources, collection, vector=vector
+            )
+            yield vector, hits
+        except Exception as exc:
+            yield exc
+
+
+async def _retrieve(
+    deps: AnswerDeps, tenant: str, question: str, collection: str | None
+) -> Retrieval:
+    if deps.query_lane is not None:
+        return await deps.query_lane.submit((deps, tenant, question, collection))
+    return await deps.lanes.fast(_embed_and_search, deps, tenant, question, collection)
+
+
 async def _answer(
     deps: AnswerDeps, trail: Trail, request: ChatRequest
 ) -> AsyncGenerator[AnswerEvent, None]:
@@ -143,9 +189,7 @@ async def _answer(
     # 2. Sources. Without the embedder or the index, the exact-match cache is the only way
     # to answer (it needs neither); otherwise the failure is reported (R8).
     try:
-        vector, sources = await deps.lanes.fast(
-            _embed_and_search, deps, trail.tenant, question, request.collection
-        )
+        vector, sources = await _retrieve(deps, trail.tenant, question, request.collection)
     except Exception as exc:
         log.warning("retrieval failed for answer %s: %s", trail.answer_id, exc)
         async for event in _retrieval_down(deps, trail, request, question, exc):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from app.answer.batch_lane import BatchLane
 from app.answer.cache import AnswerCache
 from app.answer.conversation import Conversations
 from app.answer.grounding_pool import GroundingPool
@@ -17,10 +18,13 @@ from app.answer.retrieve import Retriever
 from app.answer.risk import RiskPolicy
 from app.db import Database
 from app.embeddings import Embedder
+from app.models import ChunkHit
 from app.providers import Provider
 from app.providers.fallback import Deadlines, FallbackChain
 
 T = TypeVar("T")
+Retrieval = tuple[list[float], list[ChunkHit]]
+"""A question's embedding and the chunks found for it."""
 
 
 @dataclass
@@ -91,3 +95,6 @@ class AnswerDeps:
     lanes: Lanes = field(default_factory=Lanes)
     grounding_pool: GroundingPool | None = None
     """Worker processes for the grounding of finished low-risk answers; None: a thread."""
+    query_lane: BatchLane[tuple[AnswerDeps, str, str, str | None], Retrieval] | None = None
+    """The thread that embeds questions arriving together as one batch and searches them
+    (``answer.retrieve_batch``); None: each on a thread of ``lanes.fast``."""
