@@ -11,8 +11,9 @@ documentation. Streams go side by side: straight to the upstream (the floor) and
 Docent's POST /api/chat (retrieval, risk, prompt, chain, SSE). ``--shape steady`` (default)
 keeps N streams in flight through Docent and N beside them straight to the upstream, each
 client asking again when its answer ends, the clients starting at random within the length
-of an average answer (so questions arrive at the steady rate from the start); ``--shape burst`` sends waves of N to each at the
-same instant, the worst case. Low-risk questions, cache off (every answer is generated).
+of an average answer (so questions arrive at the steady rate from the start); ``--shape
+burst`` sends waves of N to each at the same instant, the worst case. Low-risk questions,
+cache off (every answer is generated).
 
 Answers are, by default, about 150 words (from half to one and a half times that, so that
 clients fall out of step as real ones do) sent at 50 words a second after the first: 50

@@ -507,3 +507,25 @@ def scope_of(tenant: str) -> Any:
     from app.index import scope
 
     return scope(tenant)
+
+
+def test_sources_with_equal_scores_come_in_document_order(services: Services) -> None:
+    """Fused scores tie often; the order of ties must not depend on random point ids."""
+    retriever = services.answers.retriever
+    found = retriever.search(TENANT, "weeks", 3, mode="sparse")
+    assert found, "the test documents mention weeks"
+
+    class Shuffled:
+        """The real index, but every hit scores the same and comes back reversed."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def search(self, *args: Any, **kwargs: Any) -> Any:
+            raw = self.inner.search(*args, **kwargs)
+            return [dataclasses.replace(h, score=0.5) for h in reversed(raw)]
+
+    tied = dataclasses.replace(retriever, index=Shuffled(retriever.index))
+    hits = tied.search(TENANT, "How long is parental leave?", 3)
+    assert len(hits) == 3
+    assert [(h.title, h.start) for h in hits] == sorted((h.title, h.start) for h in hits)

@@ -51,6 +51,11 @@ class Retriever:
             if len(hits) >= top_k or len(raw) < limit:
                 break
             limit *= 4
+        # Fused (RRF) scores tie often: a chunk first by meaning and third by words scores the
+        # same as one third and first. The index orders ties by point id, which is random, so
+        # the same question could get its sources in a different order on another day (and
+        # the evals would move with it). Ties go in document order instead.
+        hits.sort(key=lambda h: (-h.score, h.title, h.start, h.chunk_id))
         return hits[:top_k]
 
     def _live_only(self, tenant: str, raw: list[IndexHit]) -> list[ChunkHit]:
