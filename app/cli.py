@@ -204,6 +204,102 @@ def ask(
                 raise typer.Exit(1)
 
 
+@cli.command("eval")
+def evaluate(
+    sets: Annotated[
+        str, typer.Option(help="Golden sets, comma-separated: docent, scifact, cache.")
+    ] = "docent,cache",
+    scifact: Annotated[
+        Path | None,
+        typer.Option(help="SciFact in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Ask only the first N questions.")] = None,
+    scifact_others: Annotated[
+        int, typer.Option(help="Abstracts indexed beside the judged ones (SciFact).")
+    ] = 1000,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep the indexed sets here between runs.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where results.json and report.md go.")] = Path(
+        "evals/results/eval"
+    ),
+    baseline: Annotated[
+        Path | None, typer.Option(help="Baseline file (default: the one shipped with Docent).")
+    ] = None,
+    update_baseline: Annotated[
+        bool, typer.Option(help="Store these figures as this configuration's baseline.")
+    ] = False,
+    tolerance: Annotated[
+        float, typer.Option(help="How much worse than the baseline a measure may get.")
+    ] = 0.02,
+    no_answers: Annotated[
+        bool, typer.Option("--retrieval-only", help="Judge retrieval only; ask no model.")
+    ] = False,
+    judge: Annotated[
+        str | None,
+        typer.Option(help="A model for ragas's judged measures, e.g. openai:gpt-4o-mini."),
+    ] = None,
+) -> None:
+    """Run golden sets through the real answer path and compare with the baseline.
+
+    Exits 1 when a headline measure is more than --tolerance worse than the baseline."""
+    from app.evaluation import suite
+
+    options = suite.Options(
+        sets=[s.strip() for s in sets.split(",") if s.strip()],
+        scifact=scifact,
+        limit=limit,
+        scifact_others=scifact_others,
+        workdir=workdir,
+        out=out,
+        baseline=baseline,
+        update_baseline=update_baseline,
+        tolerance=tolerance,
+        answers=not no_answers,
+        judge=judge,
+        command="docent eval " + " ".join(sys.argv[2:]),
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        try:
+            outcome = suite.run(options, progress=on_progress)
+        except DocentError as exc:
+            err.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(2) from exc
+    for name, figures in outcome.summaries.items():
+        table = Table(title=name)
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for key, value in figures.items():
+            if not isinstance(value, dict | list):
+                table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        console.print(table)
+    for note in outcome.notes:
+        err.print(note)
+    console.print(f"report: {outcome.report}")
+    if update_baseline:
+        console.print(f"Stored as the baseline of {outcome.baseline_key}.")
+    elif not outcome.compared:
+        console.print(
+            f"There was no baseline for this configuration ({outcome.baseline_key}) to "
+            "compare with; --update-baseline stores one."
+        )
+    elif outcome.regressions:
+        for r in outcome.regressions:
+            err.print(f"[red]regressed: {r.describe()}[/red]")
+        raise typer.Exit(1)
+    else:
+        console.print("No headline measure regressed against the baseline.")
+
+
 @documents_cli.command("list")
 def documents_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
