@@ -240,6 +240,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _save(fig: Any, path: Path, title: str) -> tuple[str, str]:
+    """Write a figure beside the report and free it; (title, file name) for the report."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return title, path.name
+
+
 def _plots(
     out: Path,
     summaries: dict[str, dict[str, Any]],
@@ -268,10 +278,7 @@ def _plots(
             ax.set_title(name)
             ax.legend(loc="lower right", fontsize=7)
             ax.tick_params(labelsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "headline.png", dpi=110)
-        plt.close(fig)
-        made.append(("headline measures against the baseline", "headline.png"))
+        made.append(_save(fig, out / "headline.png", "headline measures against the baseline"))
     timed = {n: r for n, r in runs.items() if any(q.timings for q in r.results)}
     if timed:
         fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -286,10 +293,7 @@ def _plots(
         ax.set_ylabel("ms")
         ax.tick_params(labelsize=7)
         ax.set_title("time per step (audit rows)")
-        fig.tight_layout()
-        fig.savefig(out / "steps.png", dpi=110)
-        plt.close(fig)
-        made.append(("time per step", "steps.png"))
+        made.append(_save(fig, out / "steps.png", "time per step"))
     ranked = {n: r for n, r in runs.items() if any(q.relevant for q in r.results)}
     if ranked:
         fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -305,8 +309,5 @@ def _plots(
         ax.set_ylim(0, 1)
         ax.legend()
         ax.set_title("retrieval: a gold chunk in the top k")
-        fig.tight_layout()
-        fig.savefig(out / "hit_at_k.png", dpi=110)
-        plt.close(fig)
-        made.append(("hit@k", "hit_at_k.png"))
+        made.append(_save(fig, out / "hit_at_k.png", "hit@k"))
     return made

@@ -125,4 +125,5 @@ def run(
     report = write_report(
         options.out, summaries, runs, baseline, regressions, options.command, details
     )
-    return Outcome(summaries, regressions, report, baseline is not None, key, notes)
+    compared = baseline is not None and any(name in baseline for name in summaries)
+    return Outcome(summaries, regressions, report, compared, key, notes)

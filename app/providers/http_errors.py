@@ -134,6 +134,15 @@ def transport_error(provider: str, exc: Exception) -> ProviderError | None:
     )
 
 
+def _no_connection_in_time(provider: str) -> ProviderError:
+    return ProviderError(
+        f"{provider} did not accept a connection in time",
+        provider=provider,
+        kind="connect",
+        retryable=False,
+    )
+
+
 def aiohttp_error(provider: str, exc: BaseException) -> ProviderError | None:
     """A ProviderError from the aiohttp exception under an SDK error, or None if there is
     none. The SDKs' aiohttp transport renames aiohttp's errors to httpx's, coarsely: a
@@ -148,12 +157,7 @@ def aiohttp_error(provider: str, exc: BaseException) -> ProviderError | None:
     name = type(cause).__name__
     if isinstance(cause, TimeoutError) or "Timeout" in name:
         if "Connect" in name or "Connection" in name:
-            return ProviderError(
-                f"{provider} did not accept a connection in time",
-                provider=provider,
-                kind="connect",
-                retryable=False,
-            )
+            return _no_connection_in_time(provider)
         return ProviderError(
             f"{provider} timed out ({name})", provider=provider, kind="timeout", retryable=False
         )
@@ -180,12 +184,7 @@ def timed_out(provider: str, exc: Exception) -> ProviderError:
     """An SDK timeout. A connect timeout (a blackholed host) is not retried: waiting for a
     second one only delays the fallback; refused connections, which fail fast, are."""
     if type(exc.__cause__).__name__ == "ConnectTimeout":
-        return ProviderError(
-            f"{provider} did not accept a connection in time",
-            provider=provider,
-            kind="connect",
-            retryable=False,
-        )
+        return _no_connection_in_time(provider)
     return ProviderError(
         f"{provider} timed out", provider=provider, kind="timeout", retryable=False
     )
