@@ -81,3 +81,20 @@ def test_the_gate_flags_only_drops_beyond_the_tolerance() -> None:
     assert headline_only({"cache": {"hit_rate": 0.2, "lookup_ms_p50": 3.0}}) == {
         "cache": {"hit_rate": 0.2}
     }
+
+
+def test_a_question_that_failed_counts_as_an_error_and_a_miss() -> None:
+    from app.evaluation.golden import GoldenQuestion
+    from app.evaluation.report import summarise
+    from app.evaluation.runner import QuestionResult, RunData, failed
+
+    answerable = GoldenQuestion("a", "q?", "answerable", [Evidence("f.md", "words here")])
+    unanswerable = GoldenQuestion("b", "r?", "unanswerable", [])
+    found = QuestionResult("c", "s?", "answerable", "", None, hit_1=1.0, hit_3=1.0, hit_5=1.0,
+                           hit_10=1.0, reciprocal_rank=1.0, ndcg_10=1.0)  # fmt: skip
+    results = [found, failed(answerable, OSError("disk")), failed(unanswerable, OSError("x"))]
+    run = RunData("docent", "test", 1, 1, 0.0, {}, results)
+    summary = summarise(run)
+    assert summary["errors"] == 2
+    assert summary["hit_at_5"] == 0.5, "the failed answerable question is a miss"
+    assert results[1].error == "OSError: disk"

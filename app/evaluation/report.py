@@ -83,7 +83,7 @@ def _step_times(results: list[QuestionResult]) -> dict[str, dict[str, float | No
 def summarise(run: RunData) -> dict[str, Any]:
     """The figures of one golden-set run (not the cache pairs: ``summarise_cache``)."""
     results = run.results
-    judged = [r for r in results if r.relevant]
+    judged = [r for r in results if r.hit_1 is not None]
     answerable = [r for r in results if r.kind == "answerable" and r.outcome]
     unanswerable = [r for r in results if r.kind == "unanswerable" and r.outcome]
     answered = [r for r in answerable if not r.declined]

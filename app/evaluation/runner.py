@@ -217,6 +217,18 @@ def evaluate_question(
     return result
 
 
+def failed(q: GoldenQuestion, exc: Exception) -> QuestionResult:
+    """The result of a question whose evaluation raised: an error, and a miss wherever it
+    had something to find (so a failure never improves an average)."""
+    judged = 0.0 if (q.evidence or q.relevant_docs) else None
+    return QuestionResult(
+        q.id, q.question, q.kind, q.topic, q.risk,
+        outcome="error", error=f"{type(exc).__name__}: {exc}",
+        hit_1=judged, hit_3=judged, hit_5=judged, hit_10=judged,
+        reciprocal_rank=judged, ndcg_10=judged,
+    )  # fmt: skip
+
+
 def run_set(
     golden: GoldenSet,
     settings: Settings,
@@ -229,9 +241,12 @@ def run_set(
         results = []
         with asyncio.Runner() as loop:
             for i, q in enumerate(golden.questions, start=1):
-                results.append(
-                    evaluate_question(services, q, chunks, loop.run if answers else None)
-                )
+                try:
+                    result = evaluate_question(services, q, chunks, loop.run if answers else None)
+                except Exception as exc:  # one broken question does not lose the run
+                    log.exception("evaluating %s failed", q.id)
+                    result = failed(q, exc)
+                results.append(result)
                 if progress is not None:
                     progress(i, len(golden.questions))
         return RunData(
