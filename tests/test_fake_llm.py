@@ -285,6 +285,8 @@ def test_ttft_and_rate_pace_the_stream(fake: FakeLLM) -> None:
     second = stream_in("anthropic", fake)
     assert second.text == "a b c d e f"
     paced = last(fake)
+    # The client has read the last event; the server notes the end just after.
+    assert fake.wait_ended(paced, timeout=2.0)
     assert paced.ended_at is not None and paced.first_token_at is not None
     assert paced.ended_at - paced.first_token_at >= 5 / 20 - 0.02  # 6 tokens at 20/s
     assert time.monotonic() - started < 3

@@ -45,9 +45,21 @@ VENDOR_HOMES = {
 }
 
 
+def _parse(source: str) -> ast.Module:
+    """ast.parse, once more if CPython 3.11 (before its fix of gh-106905) says "AST constructor
+    recursion depth mismatch": its AST state is shared between threads, and a thread that
+    another test left behind (LangChain parses source too) can be parsing at the same time."""
+    for _ in range(3):
+        try:
+            return ast.parse(source)
+        except SystemError:
+            continue
+    return ast.parse(source)
+
+
 def _imports(path: Path) -> list[str]:
     names: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.extend(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
