@@ -58,7 +58,7 @@ from app.answer.risk import choose_tier
 from app.answer.validate import strip_forged_markers, validate
 from app.embeddings import embed_queries
 from app.errors import AllProvidersFailed, DocentError, StreamInterrupted, Unavailable
-from app.models import AnswerEvent, ChatRequest, ChunkHit
+from app.models import AnswerEvent, ChatRequest
 from app.providers import GenerationRequest, Usage
 from app.providers.fallback import ChainTrace
 from app.providers.offline import NO_SOURCES
@@ -110,17 +110,6 @@ async def answer(
         deps.lanes.write_later(record, deps.db, trail)
 
 
-def _embed_and_search(
-    deps: AnswerDeps, tenant: str, question: str, collection: str | None
-) -> tuple[list[float], list[ChunkHit]]:
-    """The question's embedding (the cache looks it up too) and its search, in one call: on a
-    busy server every hop between the event loop and a thread waits for the interpreter lock,
-    and this is the path to the first token."""
-    vector = deps.embedder.embed_query(question)
-    hits = deps.retriever.search(tenant, question, deps.config.sources, collection, vector=vector)
-    return vector, hits
-
-
 # Longer questions are embedded on their own: padding a batch of short ones to their length
 # would cost more than batching saves.
 BATCH_CHARS = 300
@@ -129,8 +118,9 @@ BATCH_CHARS = 300
 def retrieve_batch(
     items: list[tuple[AnswerDeps, str, str, str | None]],
 ) -> Iterator[Retrieval | BaseException]:
-    """``_embed_and_search`` for questions that arrived together (``deps.query_lane``): the
-    short ones embedded as one batch per embedder, then each searched and handed on in turn."""
+    """Each question's embedding (the cache looks it up too) and its search. Questions that
+    arrived together (``deps.query_lane``): the short ones embedded as one batch per embedder,
+    then each searched and handed on in turn."""
     vectors: dict[int, list[float] | BaseException] = {}
     by_embedder: dict[int, list[int]] = {}
     for i, (deps, _, question, _) in enumerate(items):
@@ -161,9 +151,14 @@ def retrieve_batch(
 async def _retrieve(
     deps: AnswerDeps, tenant: str, question: str, collection: str | None
 ) -> Retrieval:
+    item = (deps, tenant, question, collection)
     if deps.query_lane is not None:
-        return await deps.query_lane.submit((deps, tenant, question, collection))
-    return await deps.lanes.fast(_embed_and_search, deps, tenant, question, collection)
+        return await deps.query_lane.submit(item)
+    # One thread hop for both: on a busy server every hop waits for the interpreter lock.
+    (result,) = await deps.lanes.fast(lambda: list(retrieve_batch([item])))
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 async def _answer(

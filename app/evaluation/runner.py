@@ -144,6 +144,7 @@ def evaluate_question(
     services: Services,
     q: GoldenQuestion,
     chunks: dict[str, list[tuple[str, str]]],
+    texts: dict[str, str],
     run: Run | None = None,
 ) -> QuestionResult:
     """Retrieval measures of ``q``, and with ``run`` its answer's."""
@@ -154,7 +155,6 @@ def evaluate_question(
     for doc in q.relevant_docs:
         relevant |= {cid for cid, _ in chunks.get(doc, [])}
     result.relevant = sorted(relevant)
-    texts = {cid: text for pieces in chunks.values() for cid, text in pieces}
     result.reference_contexts = (
         [texts[c] for c in sorted(set().union(*evidence))] if evidence else []
     )
@@ -239,10 +239,13 @@ def run_set(
     services, chunks, took = prepare(golden, settings)
     try:
         results = []
+        texts = {cid: text for pieces in chunks.values() for cid, text in pieces}
         with asyncio.Runner() as loop:
             for i, q in enumerate(golden.questions, start=1):
                 try:
-                    result = evaluate_question(services, q, chunks, loop.run if answers else None)
+                    result = evaluate_question(
+                        services, q, chunks, texts, loop.run if answers else None
+                    )
                 except Exception as exc:  # one broken question does not lose the run
                     log.exception("evaluating %s failed", q.id)
                     result = failed(q, exc)
