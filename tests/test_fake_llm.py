@@ -161,6 +161,14 @@ def last(fake: FakeLLM) -> Attempt:
     return fake.log[-1]
 
 
+def all_ended(fake: FakeLLM) -> list[Attempt]:
+    """The log once every attempt has ended: a client can read the last byte of a response
+    before the server notes its outcome (this raced once in CI)."""
+    for record in fake.log:
+        assert fake.wait_ended(record, timeout=2.0), record
+    return fake.log
+
+
 DIALECTS = pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 
 
@@ -195,7 +203,7 @@ def test_openai_stream_reassembles_text_and_reports_usage(fake: FakeLLM) -> None
     assert seen.finish == "stop"
     assert seen.usage.completion_tokens == WORDS
     assert seen.usage.prompt_tokens == len(QUESTION[0]["content"].split())
-    record = last(fake)
+    record = all_ended(fake)[-1]
     assert (record.dialect, record.stream, record.request_id) == ("openai", True, "req-42")
     assert (record.step, record.outcome, record.tokens_sent) == ("ok", "complete", WORDS)
     assert record.body["messages"] == QUESTION
@@ -244,7 +252,7 @@ def test_non_stream_answers_cite_the_source(fake: FakeLLM) -> None:
             return chat.choices[0].message.content, msg.content[0].text
 
     assert run(scenario()) == ("Docent runs offline. [1]", "Docent runs offline. [1]")
-    assert [(a.dialect, a.stream, a.outcome) for a in fake.log] == [
+    assert [(a.dialect, a.stream, a.outcome) for a in all_ended(fake)] == [
         ("openai", False, "complete"),
         ("anthropic", False, "complete"),
     ]
@@ -715,6 +723,7 @@ def test_control_endpoints_script_log_and_reset(fake: FakeLLM) -> None:
             return chat.choices[0].message.content
 
     assert run(scenario()) == "scripted over HTTP"
+    all_ended(fake)
     attempts = http_json(fake, "GET", "/__log")["attempts"]
     assert [(a["step"], a["status"], a["outcome"]) for a in attempts] == [
         ("status", 503, "complete"),
