@@ -577,7 +577,9 @@ class FakeLLM:
         loop = self._loop = asyncio.new_event_loop()
         try:
             server = loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", self.port)
+                # A real provider does not refuse connections when hundreds arrive at once;
+                # asyncio's default backlog of 100 would (the SYNs retried after 1, 3, 7 s).
+                asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=2048)
             )
             self.port = server.sockets[0].getsockname()[1]
         except BaseException as exc:
