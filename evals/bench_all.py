@@ -190,7 +190,8 @@ def foundation_rows(res: dict[str, Any]) -> list[Row]:
 def module_rows(module: str) -> Callable[[dict[str, Any]], list[Row]]:
     def rows(res: dict[str, Any]) -> list[Row]:
         found = getattr(importlib.import_module(module), "summary_rows", None)
-        return list(found(res)) if found else []
+        # (label, figure) or (label, figure, note)
+        return [(*row, "")[:3] for row in found(res)] if found else []
 
     return rows
 
