@@ -515,7 +515,8 @@ def test_fin_after_k_tokens_ends_the_stream_without_a_terminal_event(
 ) -> None:
     fake.script(MODEL, fin_after(2, text=TEXT))
     seen = stream_in(dialect, fake)
-    assert seen.error is None  # the HTTP body ends cleanly: only the terminal event is missing
+    # The HTTP body ends cleanly: only the terminal event is missing.
+    assert seen.error is None, repr(seen.error)
     assert seen.text == "".join(split_tokens(TEXT)[:2])
     assert seen.finish is None
     assert "message_stop" not in seen.events
