@@ -162,6 +162,11 @@ def test_drop_many_files_each_with_its_own_progress_then_index_one_again(
     doc.locator("button", has_text="Index again").click()
     expect(doc.locator("td").nth(5)).to_have_text(str(version + 1), timeout=90_000)
     expect(doc).to_contain_text("indexed")
+    # The console followed the job to its end (the table alone stops polling while the old
+    # version still serves) and says so.
+    expect(page.locator("#upload-status")).to_contain_text(
+        f"is indexed again (version {version + 1})"
+    )
     assert page.dialogs == [] and page.foreign == []
 
 

@@ -27,10 +27,16 @@ function size(bytes) {
   return (bytes / 1048576).toFixed(1) + " MB";
 }
 
+// Refreshes overlap (each finished job asks for one): only the latest started may draw, or a
+// slow, older answer would put stale rows back and stop the polling.
+let latestRefresh = 0;
+
 async function refresh() {
+  const mine = ++latestRefresh;
   const response = await fetch("/api/documents");
-  if (!response.ok) return;
+  if (!response.ok || mine !== latestRefresh) return;
   const docs = await response.json();
+  if (mine !== latestRefresh) return;
   tbody.replaceChildren();
   for (const d of docs) {
     const tr = document.createElement("tr");
@@ -46,7 +52,22 @@ async function refresh() {
     again.addEventListener("click", async () => {
       const r = await fetch("/api/documents/" + encodeURIComponent(d.id) + "/reindex",
         { method: "POST", headers: { "X-CSRF-Token": CSRF } });
-      statusLine.textContent = r.ok ? "Indexing " + d.title + " again." : "Could not index " + d.title + " again.";
+      let data = {};
+      try { data = await r.json(); } catch (_) { /* not JSON */ }
+      if (!r.ok) {
+        statusLine.textContent = "Could not index " + d.title + " again: " +
+          (data.message || "HTTP " + r.status) + ".";
+        return;
+      }
+      // The current version serves (and the table shows it) until the new one is indexed:
+      // follow the job, then show the new version.
+      statusLine.textContent = "Indexing " + d.title + " again.";
+      const job = await finishedJob(data.job_id);
+      if (job) {
+        statusLine.textContent = job.status === "indexed"
+          ? d.title + " is indexed again (version " + data.version + ")."
+          : "Indexing " + d.title + " again failed" + (job.error ? ": " + job.error : ".");
+      }
       refresh();
     });
     const del = document.createElement("button");
@@ -118,6 +139,17 @@ function uploadOne(file, collection, view) {
     xhr.setRequestHeader("X-CSRF-Token", CSRF);
     xhr.send(body);
   });
+}
+
+// A job once it has ended (indexed or failed), or null if it cannot be read.
+async function finishedJob(jobId) {
+  for (;;) {
+    const response = await fetch("/api/jobs/" + encodeURIComponent(jobId));
+    if (!response.ok) return null;
+    const job = await response.json();
+    if (job.status === "indexed" || job.status === "failed") return job;
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 async function watchJob(jobId, view) {
