@@ -264,6 +264,22 @@ async def run_steady(
     return direct, via, failures
 
 
+def docent_env(work: Path, port: int, embedder: str, upstream: str) -> dict[str, str]:
+    """``docent serve``'s environment for a benchmark: a fresh data directory holding Docent's
+    own documentation, the fake upstream as its only model."""
+    return {
+        **os.environ,
+        "DOCENT_DATA_DIR": str(work / "data"),
+        "DOCENT_PORT": str(port),
+        "DOCENT_EMBEDDER": embedder,
+        "DOCENT_CHAIN": "openai:bench",
+        "DOCENT_CHAT_OPENAI_BASE_URL": upstream,
+        "DOCENT_OPENAI_API_KEY": "bench",
+        "DOCENT_INGEST_OWN_DOCS": "true",
+        "DOCENT_MODEL_CACHE": str(ROOT / ".cache" / "models"),
+    }
+
+
 def start_server(
     data_dir: Path, port: int, env: dict[str, str], pin: bool
 ) -> subprocess.Popen[bytes]:
@@ -352,18 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     upstream = fake.stdout.readline().strip() if fake.stdout else ""
     try:
         port = _free_port()
-        env = {
-            **os.environ,
-            "DOCENT_DATA_DIR": str(work / "data"),
-            "DOCENT_PORT": str(port),
-            "DOCENT_EMBEDDER": args.embedder,
-            "DOCENT_CHAIN": "openai:bench",
-            "DOCENT_CHAT_OPENAI_BASE_URL": upstream,
-            "DOCENT_OPENAI_API_KEY": "bench",
-            "DOCENT_INGEST_OWN_DOCS": "true",
-            "DOCENT_MODEL_CACHE": str(ROOT / ".cache" / "models"),
-        }
-        proc = start_server(work / "data", port, env, pin)
+        proc = start_server(
+            work / "data", port, docent_env(work, port, args.embedder, upstream), pin
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             for n in [int(x) for x in args.streams.split(",") if x]:

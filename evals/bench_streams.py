@@ -57,6 +57,7 @@ from evals.bench_answer import (
     Conn,
     _free_port,
     cpu_seconds,
+    docent_env,
     percentile,
     run,
     start_fake,
@@ -388,18 +389,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         port = _free_port()
-        env = {
-            **os.environ,
-            "DOCENT_DATA_DIR": str(work / "data"),
-            "DOCENT_PORT": str(port),
-            "DOCENT_EMBEDDER": args.embedder,
-            "DOCENT_CHAIN": "openai:bench",
-            "DOCENT_CHAT_OPENAI_BASE_URL": upstream,
-            "DOCENT_OPENAI_API_KEY": "bench",
-            "DOCENT_INGEST_OWN_DOCS": "true",
-            "DOCENT_MODEL_CACHE": str(ROOT / ".cache" / "models"),
-        }
-        docent = start_server(work / "data", port, env, pin)
+        docent = start_server(
+            work / "data", port, docent_env(work, port, args.embedder, upstream), pin
+        )
         procs.append(docent)
         relay = start_relay(upstream, pin, work)
         procs.append(relay[0])
