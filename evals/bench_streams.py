@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import socket
 import statistics
@@ -63,6 +62,7 @@ from evals.bench_answer import (
     start_fake,
     start_server,
 )
+from evals.bench_relay import _cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "evals" / "results" / "streams.json"
@@ -219,11 +219,6 @@ async def steady(
     return done, failures, time.monotonic() - started
 
 
-def _cpu_self() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def side_row(
     streams: list[Stream],
     failures: list[str],
@@ -278,7 +273,7 @@ def sweep(
         for name in order:
             (proc, url), path, body = sides[name]
             print(f"{n} streams through {name} for {seconds:.0f} s ...", flush=True)
-            server0, fake0, load0 = cpu_seconds(proc.pid), cpu_seconds(fake.pid), _cpu_self()
+            server0, fake0, load0 = cpu_seconds(proc.pid), cpu_seconds(fake.pid), _cpu()
             streams, failures, wall = run(steady(url, path, n, seconds, ramp_s, body))
             row[name] = side_row(
                 streams,
@@ -286,7 +281,7 @@ def sweep(
                 wall,
                 cpu_seconds(proc.pid) - server0,
                 cpu_seconds(fake.pid) - fake0,
-                _cpu_self() - load0,
+                _cpu() - load0,
             )
             row[name].update(_mb(memory_kb(proc.pid)))
             r = row[name]
