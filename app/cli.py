@@ -69,6 +69,10 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The SDKs' HTTP clients log every model request at INFO: one line per answer that the
+    # audit row already holds, and each costs the event loop a hand-over to the log thread.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     lock = DataDirLock(settings.data_dir)
