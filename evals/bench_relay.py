@@ -14,7 +14,7 @@ each part, in alternating rounds, medians reported:
 - ``provider``: Docent's OpenAI adapter (``OpenAIChatProvider.stream`` over aiohttp: the SDK
   read plus SSE parsing and JSON);
 - ``chain``: the same through ``FallbackChain`` (deadlines per token, breaker);
-- ``sse_out``: Docent's SSE writing (``answer_stream`` in a Litestar ``ServerSentEvent`` under
+- ``sse_out``: Docent's SSE writing (``answer_stream`` in ``sse_response``, a Litestar ``Stream``, under
   uvicorn) of paced synthetic events, and ``bare_out``: a bare ASGI app writing the same bytes
   under the same uvicorn, the floor of writing a token. Both include the pacing timer of their
   synthetic source.
@@ -49,9 +49,9 @@ WRITER = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
 from litestar import Litestar, get
-from litestar.response import ServerSentEvent
+from litestar.response import Stream
 from app.models import AnswerEvent
-from app.web.sse import answer_stream
+from app.web.sse import answer_stream, sse_response
 
 async def source():
     for _ in range({words}):
@@ -60,8 +60,8 @@ async def source():
     yield AnswerEvent(event="done", data={{"text": "end"}})
 
 @get("/sse")
-async def sse() -> ServerSentEvent:
-    return ServerSentEvent(answer_stream(source(), 15.0))
+async def sse() -> Stream:
+    return sse_response(answer_stream(source(), 15.0))
 
 async def bare(scope, receive, send):
     if scope["type"] != "http":

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State, UploadFile
-from litestar.response import ServerSentEvent
+from litestar.response import Stream
 from sqlalchemy import func, select
 
 from app.answer import metrics, review
@@ -32,7 +32,7 @@ from app.models import (
 from app.services import Services
 from app.web.auth import admin_only, owner_of, principal_of
 from app.web.render import render_answer, with_html
-from app.web.sse import answer_stream
+from app.web.sse import answer_stream, sse_response
 from ingest import catalog
 from ingest.worker import BackgroundWorker
 
@@ -148,7 +148,7 @@ class SearchController(Controller):
     @post("/chat", status_code=200, summary="Ask a question; the answer streams as SSE")
     async def chat(
         self, request: Request[Any, Any, Any], state: State, data: ChatRequest
-    ) -> ServerSentEvent:
+    ) -> Stream:
         """Events: meta, sources, status, delta, reset, citations, grounding, then done or
         error (see ARCHITECTURE.md); comment lines keep an idle stream open. With
         ``render: "html"``, also ``render`` events and ``done.html`` (app/web/render.py)."""
@@ -159,7 +159,7 @@ class SearchController(Controller):
         events = answer(deps, tenant, data, owner=owner_of(request))
         if data.render == "html":
             events = with_html(events)
-        return ServerSentEvent(answer_stream(events, interval))
+        return sse_response(answer_stream(events, interval))
 
 
 class ConversationController(Controller):

@@ -5,6 +5,11 @@ silent for ``interval`` seconds (a model's first token can take a while; proxies
 streams), and the encoder turns it into a comment. The answer generator runs in its own task
 so the wait can time out; when the client leaves, that task is cancelled and awaited, which
 closes the provider's HTTP stream.
+
+The events are framed here, not by Litestar's ``ServerSentEvent``: that response starts every
+stream with a hop to a worker thread (it reads its optional preamble with ``sync_to_thread``,
+even when there is none), and under load each such hop holds the event loop while the woken
+thread takes the interpreter lock. The bytes are the same: ``event:``, ``data:``, CRLF lines.
 """
 
 from __future__ import annotations
@@ -15,11 +20,23 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing, suppress
 from typing import Any
 
-from litestar.response import ServerSentEventMessage
+from litestar.response import Stream
 
 from app.models import AnswerEvent
 
 _END = object()
+SSE_HEADERS = {"Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+KEEPALIVE = b": keepalive\r\n\r\n"
+
+
+def event_bytes(name: str, data: Any) -> bytes:
+    """One SSE event. ``json.dumps`` escapes CR, LF and U+2028 (``ensure_ascii``), so the
+    content cannot end the data line or forge fields; event names are Docent's own."""
+    return f"event: {name}\r\ndata: {json.dumps(data)}\r\n\r\n".encode()
+
+
+def sse_response(body: AsyncGenerator[bytes, None]) -> Stream:
+    return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def keepalive(
@@ -79,17 +96,11 @@ async def keepalive(
 
 async def answer_stream(
     source: AsyncGenerator[AnswerEvent, None], interval: float
-) -> AsyncGenerator[ServerSentEventMessage, None]:
-    """Docent's own SSE contract (ARCHITECTURE.md)."""
+) -> AsyncGenerator[bytes, None]:
+    """Docent's own SSE contract (ARCHITECTURE.md), as bytes for ``sse_response``."""
     events = keepalive(source, interval)
     try:
         async for event in events:
-            if event is None:
-                # data=None: otherwise Litestar adds an empty data line, an empty event.
-                yield ServerSentEventMessage(comment="keepalive", data=None)
-            else:
-                # json.dumps escapes CR, LF and U+2028: content cannot forge SSE fields.
-                data: Any = json.dumps(event.data)
-                yield ServerSentEventMessage(event=event.event, data=data)
+            yield KEEPALIVE if event is None else event_bytes(event.event, event.data)
     finally:
         await events.aclose()
