@@ -284,6 +284,51 @@ def test_a_stall_after_text_is_an_interruption_not_a_fallback() -> None:
     assert a.closed == 1
 
 
+def test_a_stall_deadline_shorter_than_the_first_token_deadline_is_kept() -> None:
+    """One timer serves every wait of an attempt: after a first token that came early under a
+    long first-token deadline, a stall must still end at the (shorter) stall deadline."""
+    a = Scripted("a", [("stall_after", 1)])
+    deadlines = Deadlines(first_token_s=5.0, stall_s=0.2, total_s=10.0)
+    started = time.monotonic()
+    with pytest.raises(StreamInterrupted) as info:
+        run(collect(FallbackChain([a]), deadlines))
+    assert info.value.kind == "timeout" and info.value.partial == "partial "
+    assert time.monotonic() - started < 2.0, "the stall ended at its own deadline"
+
+
+def test_a_slow_reader_between_tokens_is_not_a_stall() -> None:
+    """Only the wait for the provider counts: time the reader spends between pieces (a slow
+    client) is not the provider stalling."""
+    a = Scripted("a", ["one two three four"])
+
+    async def slow() -> str:
+        text = []
+        stream = FallbackChain([a]).stream(GenerationRequest("q", []), FAST, ChainTrace())
+        async for event in stream:
+            if isinstance(event, str):
+                text.append(event)
+                await asyncio.sleep(0.5)  # longer than FAST.stall_s
+        return "".join(text)
+
+    assert run(slow()).split() == ["one", "two", "three", "four"]
+
+
+def test_a_cancelled_reader_is_cancelled_not_timed_out() -> None:
+    """A client that leaves cancels the wait; the watchdog must not turn it into a timeout
+    (and a fallback), however close its deadline."""
+    a, b = Scripted("a", [("hang", 60)]), Scripted("b")
+
+    async def leave() -> None:
+        task = asyncio.ensure_future(collect(FallbackChain([a, b])))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(leave())
+    assert b.calls == 0 and a.closed == 1
+
+
 def test_all_failing_reports_every_attempt() -> None:
     a = Scripted("a", [fail("auth", False)])
     b = Scripted("b", [fail("server", True), fail("server", True)])

@@ -149,6 +149,68 @@ class ChainTrace:
 ChainEvent = ChainStatus | Committed | str | Finished
 
 
+class Watchdog:
+    """Deadlines for the waits of one task: ``start(seconds)`` before a wait, ``stop()`` after
+    it; a wait that outlasts its deadline is cancelled, and ``timed_out()`` says so.
+
+    One timer serves every wait. It is re-armed only when it fires during a wait that still
+    has time, or when a wait must end sooner than the timer is set for. (An ``asyncio.timeout``
+    around each wait cost a context manager, a timer handle and its cancellation for every
+    token of every stream; this costs two assignments.) The cancellation is asyncio's own, as
+    ``asyncio.timeout`` does it: ``timed_out`` uncancels the task, so a cancellation from
+    elsewhere (a client that left) at the same time still propagates."""
+
+    # Timers may fire up to a millisecond early (libuv counts milliseconds).
+    _SLACK = 0.001
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[object] | None = None
+        self._base = 0
+        self._due: float | None = None
+        self._armed_at = float("inf")
+        self._handle: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    def start(self, seconds: float) -> None:
+        task = asyncio.current_task()
+        if task is not self._task:
+            assert task is not None, "a watchdog serves a task"
+            self._task, self._base = task, task.cancelling()
+        due = self._loop.time() + seconds
+        self._due = due
+        if due < self._armed_at:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle, self._armed_at = self._loop.call_at(due, self._fire), due
+
+    def stop(self) -> None:
+        self._due = None
+
+    def _fire(self) -> None:
+        self._handle, self._armed_at = None, float("inf")
+        due = self._due
+        if due is None or self._task is None:
+            return  # not waiting: the next start arms the timer again
+        if self._loop.time() >= due - self._SLACK:
+            self._expired = True
+            self._task.cancel()
+        else:
+            self._handle, self._armed_at = self._loop.call_at(due, self._fire), due
+
+    def timed_out(self) -> bool:
+        """After a CancelledError: True if it was this watchdog's alone (it is absorbed)."""
+        if not self._expired or self._task is None:
+            return False
+        self._expired = False
+        return self._task.uncancel() <= self._base
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class FallbackChain:
     def __init__(
         self,
@@ -262,20 +324,31 @@ class FallbackChain:
         end = self.clock() + budget
         pieces: list[str] = []
         stream = provider.stream(request)
+        watchdog = Watchdog()
         try:
             first = True
             while True:
                 wait = deadlines.first_token_s if first else deadlines.stall_s
+                failure: Exception | None = None
                 try:
-                    async with asyncio.timeout(max(min(wait, end - self.clock()), 0.0)):
+                    watchdog.start(max(min(wait, end - self.clock()), 0.0))
+                    try:
                         event = await anext(stream)
-                except Exception as exc:
-                    error = self._failure(provider, exc, first, end)
-                    if pieces:
-                        raise StreamInterrupted(error, "".join(pieces)) from exc
-                    if error is exc:
+                    finally:
+                        watchdog.stop()
+                except asyncio.CancelledError:
+                    if not watchdog.timed_out():
                         raise
-                    raise error from exc
+                    failure = TimeoutError()
+                except Exception as exc:
+                    failure = exc
+                if failure is not None:
+                    error = self._failure(provider, failure, first, end)
+                    if pieces:
+                        raise StreamInterrupted(error, "".join(pieces)) from failure
+                    if error is failure:
+                        raise failure
+                    raise error from failure
                 if first:
                     first = False
                     yield Committed(provider.name, provider.model)
@@ -285,6 +358,7 @@ class FallbackChain:
                 pieces.append(event)
                 yield event
         finally:
+            watchdog.close()
             # Closing the provider's generator closes its HTTP stream, at once.
             close = getattr(stream, "aclose", None)
             if close is not None:
