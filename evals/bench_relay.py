@@ -14,10 +14,10 @@ each part, in alternating rounds, medians reported:
 - ``provider``: Docent's OpenAI adapter (``OpenAIChatProvider.stream`` over aiohttp: the SDK
   read plus SSE parsing and JSON);
 - ``chain``: the same through ``FallbackChain`` (deadlines per token, breaker);
-- ``sse_out``: Docent's SSE writing (``answer_stream`` in ``sse_response``, a Litestar ``Stream``, under
-  uvicorn) of paced synthetic events, and ``bare_out``: a bare ASGI app writing the same bytes
-  under the same uvicorn, the floor of writing a token. Both include the pacing timer of their
-  synthetic source.
+- ``sse_out``: Docent's SSE writing (``answer_stream`` in ``sse_response``, a Litestar
+  ``Stream``, under uvicorn) of paced synthetic events, and ``bare_out``: a bare ASGI app
+  writing the same bytes under the same uvicorn, the floor of writing a token. Both include
+  the pacing timer of their synthetic source.
 
 The reading layers run in this process against the fake upstream (tests/fakes/llm_server.py) in
 its own process; the writing layers run as uvicorn servers read by a minimal client. On a

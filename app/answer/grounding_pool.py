@@ -284,7 +284,7 @@ def serve(sock: socket.socket) -> None:
                 verdicts = ground_sentences(text, sources, embedder)
             else:
                 verdicts = ground_sentences(text, sources, embedder, supported_at=supported_at)
-            reply = (call, verdicts, None)
+            reply: tuple[Any, list[SentenceGrounding] | None, str | None] = (call, verdicts, None)
         except Exception as exc:
             log.exception("grounding failed")
             reply = (call, None, f"{type(exc).__name__}: {exc}")
@@ -293,6 +293,6 @@ def serve(sock: socket.socket) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    with socket.socket(fileno=int(sys.argv[1])) as channel:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
-            serve(channel)
+    quiet = contextlib.suppress(BrokenPipeError, ConnectionResetError, KeyboardInterrupt)
+    with socket.socket(fileno=int(sys.argv[1])) as channel, quiet:
+        serve(channel)

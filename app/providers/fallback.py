@@ -341,7 +341,9 @@ class FallbackChain:
                         raise
                     failure = TimeoutError()
                 except Exception as exc:
-                    failure = exc
+                    # A library that turned the watchdog's cancellation into its own error:
+                    # it was still the deadline, and the task must not stay cancelled.
+                    failure = TimeoutError() if watchdog.timed_out() else exc
                 if failure is not None:
                     error = self._failure(provider, failure, first, end)
                     if pieces:
