@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,6 @@ def test_questions_asked_together_each_get_their_own_sources(services: Services)
         assert names(events)[-1] == "done"
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
 def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -165,9 +163,9 @@ def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
         assert len(first) == 1, "the worker process did the grounding"
         assert in_worker["sentences"] == here and here[0]["verdict"] == "supported"
         # A worker that dies: that answer is grounded in a thread, the next in a new worker.
+        # Killed, not waited for: its request then goes to a dead socket or one that closes
+        # unread, and either way fails to a thread.
         os.kill(first[0], signal.SIGKILL)
-        while _running(first[0]):
-            time.sleep(0.05)
         in_thread, here = grounded()
         assert in_thread["sentences"] == here
         assert "grounding in a thread" in caplog.text

@@ -157,13 +157,17 @@ class _Worker:
             else:
                 future.set_result(verdicts)
 
+    def release(self) -> None:
+        """Stop using this worker: its socket closes, so the process leaves."""
+        self.dead = True
+        self._detach()
+        self.sock.close()
+
     def die(self, why: str) -> None:
         """Stop using this worker; its calls fail (their callers ground in a thread)."""
         if self.dead:
             return
-        self.dead = True
-        self._detach()
-        self.sock.close()
+        self.release()
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(WorkerDied(why))
@@ -225,9 +229,7 @@ class GroundingPool:
         workers, self._workers = self._workers, []
         for worker in workers:
             if not worker.dead:
-                worker.dead = True
-                worker._detach()
-                worker.sock.close()  # the worker reads the end of its socket and leaves
+                worker.release()
         for worker in workers:
             worker.stop(wait_s=2.0)
 
