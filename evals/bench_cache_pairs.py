@@ -90,7 +90,7 @@ def embed(pairs: list[Pair], model_cache: Path, query_precision: str = "float32"
     from app import minilm
 
     started = time.perf_counter()
-    # Questions are embedded as the product does (DOCENT_QUERY_PRECISION, float32 by default).
+    # Questions are embedded as the product does (DOCENT_QUERY_PRECISION, int8 by default).
     model = minilm.load("onnx", model_cache, query_precision=query_precision)
     loaded = time.perf_counter() - started
     texts = sorted({q for p in pairs for q in (p.a, p.b)})
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--model-cache", type=Path, default=Path(".cache/models"))
-    parser.add_argument("--query-precision", default="float32", choices=("float32", "int8"))
+    parser.add_argument("--query-precision", default="int8", choices=("float32", "int8"))
     parser.add_argument("--start", type=float, default=0.80, help="first threshold of the table")
     parser.add_argument("--stop", type=float, default=0.98, help="last threshold of the table")
     parser.add_argument("--step", type=float, default=0.02)
