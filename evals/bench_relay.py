@@ -10,7 +10,9 @@ each part, in alternating rounds, medians reported:
 - ``sdk_read_httpx``: the OpenAI SDK's streaming response read line by line over its default
   transport (httpx, h11), nothing else;
 - ``sdk_read``: the same over the SDK's aiohttp transport, which Docent uses by default
-  (``DOCENT_PROVIDER_HTTP``): the floor of reading a token with the official SDK;
+  (``DOCENT_PROVIDER_HTTP``);
+- ``sdk_bytes``: the same response read as the byte chunks that arrive, not split into lines:
+  the floor of reading a token with the official SDK;
 - ``provider``: Docent's OpenAI adapter (``OpenAIChatProvider.stream`` over aiohttp: the SDK
   read plus SSE parsing and JSON);
 - ``chain``: the same through ``FallbackChain`` (deadlines per token, breaker);
@@ -106,6 +108,13 @@ async def _read(upstream: str, layer: str, streams: int) -> int:
     async def one() -> int:
         request = GenerationRequest(question=question, sources=[], prompt=question)
         n = 0
+        if layer == "sdk_bytes":
+            async with client.chat.completions.with_streaming_response.create(
+                model="bench", messages=[{"role": "user", "content": question}], stream=True
+            ) as response:
+                async for chunk in response.iter_bytes():
+                    n += chunk.count(b"data: {")
+            return n
         if layer.startswith("sdk_read"):
             async with client.chat.completions.with_streaming_response.create(
                 model="bench", messages=[{"role": "user", "content": question}], stream=True
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(_read(upstream, "provider", 2))  # warm-up: imports, the first connection
         for r in range(args.rounds):
-            for layer in ("sdk_read_httpx", "sdk_read", "provider", "chain"):
+            for layer in ("sdk_read_httpx", "sdk_read", "sdk_bytes", "provider", "chain"):
                 started = _cpu()
                 tokens: int = run(_read(upstream, layer, args.streams))
                 per_layer.setdefault(layer, []).append((_cpu() - started) * 1e6 / tokens)

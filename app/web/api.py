@@ -159,7 +159,7 @@ class SearchController(Controller):
         events = answer(deps, tenant, data, owner=owner_of(request))
         if data.render == "html":
             events = with_html(events)
-        return sse_response(answer_stream(events, interval))
+        return sse_response(answer_stream(events), interval)
 
 
 class ConversationController(Controller):

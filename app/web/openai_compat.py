@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.response import Stream
 from pydantic import BaseModel, Field
 
 from app.answer.answer import answer
@@ -28,7 +27,7 @@ from app.errors import DocentError, InvalidRequest
 from app.models import AnswerEvent, ChatMessage, ChatRequest
 from app.services import Services
 from app.web.auth import owner_of
-from app.web.sse import keepalive
+from app.web.sse import KeptAliveStream
 
 MODEL = "docent"
 
@@ -162,11 +161,12 @@ class OpenAICompatController(Controller):
         events = answer(services.answers, tenant, chat, owner=owner_of(request))
         if data.stream:
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
-            body = _stream(
-                events, services.settings.sse_keepalive_s, created, data.model, include_usage
-            )
-            return Stream(
-                body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            body = _stream(events, created, data.model, include_usage)
+            return KeptAliveStream(
+                body,
+                services.settings.sse_keepalive_s,
+                comment=b": keepalive\n\n",
+                headers={"Cache-Control": "no-cache"},
             )
         state_: dict[str, Any] = {}
         async for event in events:
@@ -198,7 +198,6 @@ class OpenAICompatController(Controller):
 
 async def _stream(
     events: AsyncGenerator[AnswerEvent, None],
-    interval: float,
     created: int,
     model: str,
     include_usage: bool,
@@ -217,13 +216,9 @@ async def _stream(
         }
         return f"data: {json.dumps(payload)}\n\n".encode()
 
-    stream = keepalive(events, interval)
     try:
         started = False
-        async for event in stream:
-            if event is None:
-                yield b": keepalive\n\n"
-                continue
+        async for event in events:
             _absorb(state, event)
             if event.event == "meta":
                 completion_id = f"chatcmpl-{event.data['answer_id']}"
@@ -255,4 +250,4 @@ async def _stream(
         body = _error_body({"message": exc.message, "code": exc.code})
         yield f"data: {json.dumps(body)}\n\n".encode()
     finally:
-        await stream.aclose()
+        await events.aclose()
