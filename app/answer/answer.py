@@ -25,6 +25,7 @@ generator through ``aclosing``: the upstream HTTP request closes with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Iterator
@@ -105,9 +106,12 @@ async def answer(
             },
         )
     finally:
-        # Submitted, not awaited: this runs for answers a client abandoned too, where an
+        # Submitted, not awaited here: this runs for answers a client abandoned too, where an
         # await could be cancelled again.
-        deps.lanes.write_later(record, deps.db, trail)
+        written = deps.lanes.write_later(record, deps.db, trail)
+    # An answer that ran to its end ends its stream once its row and its conversation turn
+    # are committed: a follow-up asked at once finds the turn.
+    await asyncio.shield(asyncio.wrap_future(written))
 
 
 # Longer questions are embedded on their own: padding a batch of short ones to their length
@@ -230,7 +234,7 @@ async def _answer(
         trail.mark("first_token")
         for event in fixed_answer(deps, trail, NO_SOURCES, "no_sources", Usage(estimated=True)):
             yield event
-        await remember(deps, trail, request.question, NO_SOURCES)
+        remember(trail, request.question, NO_SOURCES)
         return
 
     # 5. Generation.
@@ -303,7 +307,7 @@ async def _answer(
     trail.outcome = "truncated" if truncated else "answered"
     trail.text = text
     yield done_event(deps, trail, text, outcome.finished.usage, truncated)
-    await remember(deps, trail, request.question, text)
+    remember(trail, request.question, text)
     cacheable = (
         use_cache
         and deps.cache is not None
@@ -407,4 +411,4 @@ async def _serve_cached(
     done = done_event(deps, trail, hit.text, Usage(), False)
     done.data["cache"] = label
     yield done
-    await remember(deps, trail, asked, hit.text)
+    remember(trail, asked, hit.text)

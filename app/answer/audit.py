@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.answer.conversation import add_turn
 from app.db import Database
 from app.db.tables import AnswerRecord, Feedback, ReviewItem
 from app.errors import NotFound
@@ -56,6 +57,8 @@ class Trail:
     """Text received from providers, all attempts together: the basis of usage when an
     answer ends before its provider reported any (a client that left, a failure)."""
     budget_start: float | None = None
+    turn: tuple[str, str] | None = None
+    """The question and answer to add to the conversation, written with the audit row."""
 
     def mark(self, step: str) -> None:
         """Time since the start at which ``step`` finished, in ms."""
@@ -66,13 +69,28 @@ class Trail:
 
 
 def record(db: Database, trail: Trail) -> None:
-    """Write the audit row (blocking: the answer submits it to its writer thread)."""
+    """Write the audit row and the conversation's new turn, in one transaction (blocking: the
+    answer submits it to its writer thread). A turn that cannot be written does not cost the
+    audit row."""
     trail.timings.setdefault("total_ms", trail.elapsed_ms())
     if trail.output_tokens == 0 and trail.generated_chars:
         trail.output_tokens = (trail.generated_chars + 3) // 4
         trail.usage_estimated = True
     try:
         with db.session() as s:
+            if trail.turn is not None and trail.conversation_id:
+                try:
+                    with s.begin_nested():
+                        add_turn(
+                            s,
+                            trail.tenant,
+                            trail.conversation_id,
+                            *trail.turn,
+                            trail.answer_id,
+                            trail.owner,
+                        )
+                except Exception:
+                    log.exception("could not add answer %s to its conversation", trail.answer_id)
             s.add(
                 AnswerRecord(
                     id=trail.answer_id,

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.answer.prompts import condense_prompt
 from app.db import Database
@@ -118,29 +119,7 @@ class Conversations:
         owner: str | None = None,
     ) -> None:
         with self._db.session() as s:
-            now = utcnow()
-            conv = s.get(Conversation, conversation_id)
-            if conv is None:
-                title = " ".join(question.split())[:120]
-                conv = Conversation(id=conversation_id, tenant=tenant, owner=owner, title=title)
-                s.add(conv)
-                s.flush()
-            elif conv.tenant != tenant or conv.owner != owner:
-                return
-            turn = [("user", question, None), ("assistant", answer, answer_id)]
-            for i, (role, content, answer_ref) in enumerate(turn):
-                s.add(
-                    Message(
-                        id=str(uuid.uuid4()),
-                        tenant=tenant,
-                        conversation_id=conversation_id,
-                        role=role,
-                        content=content,
-                        answer_id=answer_ref,
-                        created_at=now + timedelta(microseconds=i),  # keeps their order
-                    )
-                )
-            conv.updated_at = now
+            add_turn(s, tenant, conversation_id, question, answer, answer_id, owner)
 
     def list(
         self, tenant: str, owner: str | None = None, limit: int = 50
@@ -211,3 +190,39 @@ class Conversations:
                     turn["grounding"] = json.loads(audit.grounding)
                 turns.append(turn)
             return {"id": conv.id, "title": conv.title, "messages": turns}
+
+
+def add_turn(
+    s: Session,
+    tenant: str,
+    conversation_id: str,
+    question: str,
+    answer: str,
+    answer_id: str,
+    owner: str | None = None,
+) -> None:
+    """A question and its answer, in session ``s``; the conversation's row is made with its
+    first turn. Nothing is written to another tenant's or another owner's conversation."""
+    now = utcnow()
+    conv = s.get(Conversation, conversation_id)
+    if conv is None:
+        title = " ".join(question.split())[:120]
+        conv = Conversation(id=conversation_id, tenant=tenant, owner=owner, title=title)
+        s.add(conv)
+        s.flush()
+    elif conv.tenant != tenant or conv.owner != owner:
+        return
+    turn = [("user", question, None), ("assistant", answer, answer_id)]
+    for i, (role, content, answer_ref) in enumerate(turn):
+        s.add(
+            Message(
+                id=str(uuid.uuid4()),
+                tenant=tenant,
+                conversation_id=conversation_id,
+                role=role,
+                content=content,
+                answer_id=answer_ref,
+                created_at=now + timedelta(microseconds=i),  # keeps their order
+            )
+        )
+    conv.updated_at = now

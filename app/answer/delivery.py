@@ -337,14 +337,7 @@ def done_event(
     )
 
 
-async def remember(deps: AnswerDeps, trail: Trail, question: str, text: str) -> None:
-    if trail.conversation_id:
-        await deps.lanes.after(
-            deps.conversations.add_turn,
-            trail.tenant,
-            trail.conversation_id,
-            question,
-            text,
-            trail.answer_id,
-            trail.owner,
-        )
+def remember(trail: Trail, question: str, text: str) -> None:
+    """Add the question and answer to the conversation when the audit row is written (one
+    transaction on the writer thread; the answer's stream ends after it is committed)."""
+    trail.turn = (question, text)
