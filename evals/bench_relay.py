@@ -63,7 +63,7 @@ async def source():
 
 @get("/sse")
 async def sse() -> Stream:
-    return sse_response(answer_stream(source(), 15.0))
+    return sse_response(answer_stream(source()), 15.0)
 
 async def bare(scope, receive, send):
     if scope["type"] != "http":

@@ -18,10 +18,12 @@ class Client:
         self.sent: list[bytes] = []
         self.ended = False
         self.gone = asyncio.Event()
+        self.wrote = asyncio.Event()
 
     async def send(self, message: Any) -> None:
         assert not self.ended, "nothing may follow the end of the response"
         self.sent.append(message["body"])
+        self.wrote.set()
         self.ended = not message["more_body"]
 
     async def receive(self) -> Any:
@@ -99,8 +101,7 @@ def test_a_client_that_leaves_closes_the_answer_at_once() -> None:
         writing = asyncio.ensure_future(
             send_with_keepalive(source(), client.send, client.receive, 10.0)
         )
-        while not client.sent:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(client.wrote.wait(), 2)
         left = asyncio.get_running_loop().time()
         client.gone.set()
         await asyncio.wait_for(writing, 2)  # returns quietly: the client left
