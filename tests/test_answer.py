@@ -387,6 +387,35 @@ def test_follow_ups_are_condensed_and_conversations_stored(services: Services) -
     assert last(ask(deps, "Hello?", conversation_id="not-an-id"), "error")["code"] == "not_found"
 
 
+def test_the_turn_and_the_audit_row_are_committed_when_the_stream_ends(
+    services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One transaction writes both; the stream's last event comes after the commit, and a
+    turn that cannot be written does not cost the audit row."""
+    deps = with_providers(services, ScriptedProvider("a"))
+    events = ask(deps, "How long is parental leave?")
+    answer_id, conversation = (
+        last(events, "meta")["answer_id"],
+        last(events, "meta")["conversation_id"],
+    )
+    with services.db.session() as db:  # no flush_writes: the stream waited for the commit
+        assert db.get(AnswerRecord, answer_id) is not None
+        turn = list(db.scalars(select(Message).where(Message.conversation_id == conversation)))
+        assert sorted(m.role for m in turn) == ["assistant", "user"]
+
+    import app.answer.audit as audit_module
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(audit_module, "add_turn", broken)
+    events = ask(deps, "Can either parent take it?")
+    assert names(events)[-1] == "done"
+    row = audit(services, last(events, "meta")["answer_id"])
+    assert row.outcome == "answered"
+    assert "could not add answer" in caplog.text
+
+
 def test_a_conversation_whose_first_answer_failed_can_go_on(services: Services) -> None:
     """Its id came in the meta event but no turn was stored: asking again continues it."""
     a = ScriptedProvider("a", [fail("server", True), fail("server", True)])
