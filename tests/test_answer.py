@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,39 @@ def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
         assert len(pool.pids()) == 1 and pool.pids() != first
         with pytest.raises(ChildProcessError):  # already reaped by the pool
             os.waitpid(first[0], os.WNOHANG)
+    finally:
+        s.close()
+
+
+def test_a_grounding_worker_that_stops_answering_is_replaced_and_the_answer_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hung worker (here: stopped) must not hold an answer's stream open: after the pool's
+    deadline the answer is grounded in a thread and the worker is killed and replaced."""
+    s = Services.build(
+        make_settings(tmp_path / "data", grounding_workers=1), embedder=HashEmbedder()
+    )
+    try:
+        s.ingestor.receive(TENANT, "default", "leave.txt", LEAVE.encode())
+        s.ingestor.run_pending()
+        deps = with_providers(s, ScriptedProvider("a"))
+        pool = deps.grounding_pool
+        assert pool is not None
+        question = "How long is parental leave?"
+        assert last(ask(deps, question, use_cache=False), "grounding")["sentences"]
+        (hung,) = pool.pids()
+        pool.deadline_s = 1.0
+        os.kill(hung, signal.SIGSTOP)
+        started = time.monotonic()
+        events = ask(deps, question, use_cache=False)
+        took = time.monotonic() - started
+        assert names(events)[-1] == "done" and last(events, "grounding")["sentences"]
+        assert took < 10, f"the answer waited {took:.1f} s for a hung worker"
+        assert "did not answer within 1 s" in caplog.text
+        with pytest.raises(ChildProcessError):  # killed and reaped by the pool
+            os.waitpid(hung, os.WNOHANG)
+        assert last(ask(deps, question, use_cache=False), "grounding")["sentences"]
+        assert len(pool.pids()) == 1 and pool.pids() != [hung]
     finally:
         s.close()
 

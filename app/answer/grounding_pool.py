@@ -54,7 +54,15 @@ def _frame(message: object) -> bytes:
 
 
 class WorkerDied(RuntimeError):
-    """The worker process ended (or its socket closed) before it answered."""
+    """The worker process ended (or its socket closed, or it stopped answering) before it
+    answered."""
+
+
+DEADLINE_S = 30.0
+"""How long a grounding call may wait for its worker (a fresh worker loads its model first;
+grounding itself takes milliseconds). A worker that outlasts it is taken for hung: it is
+killed and replaced, and its calls are grounded in a thread, so an answer's stream never
+waits for ever on its grounding."""
 
 
 class _Worker:
@@ -191,8 +199,11 @@ class _Worker:
 class GroundingPool:
     """``workers`` processes, started on first use, each with its own copy of the embedder."""
 
-    def __init__(self, settings: Settings, workers: int, nice: int = 10) -> None:
+    def __init__(
+        self, settings: Settings, workers: int, nice: int = 10, deadline_s: float = DEADLINE_S
+    ) -> None:
         self._settings, self._size, self._nice = settings, max(1, workers), nice
+        self.deadline_s = deadline_s
         self._workers: list[_Worker] = []
         self._ids = itertools.count()
 
@@ -213,7 +224,7 @@ class GroundingPool:
         self, text: str, sources: list[ChunkHit], supported_at: float | None
     ) -> list[SentenceGrounding]:
         """Raises what the worker reported, or ``WorkerDied``; a dead worker is replaced at
-        the next call."""
+        the next call, and so is one that has not answered within ``deadline_s``."""
         loop = asyncio.get_running_loop()
         worker = self._pick(loop)
         call = next(self._ids)
@@ -221,7 +232,12 @@ class GroundingPool:
         worker.pending[call] = future
         try:
             worker.send((call, text, sources, supported_at))
-            return await future
+            async with asyncio.timeout(self.deadline_s):
+                return await future
+        except TimeoutError:
+            why = f"the grounding worker did not answer within {self.deadline_s:g} s"
+            worker.die(why)
+            raise WorkerDied(why) from None
         finally:
             worker.pending.pop(call, None)
 
@@ -273,9 +289,9 @@ def serve(sock: socket.socket) -> None:
         os.nice(nice)
     # One thread: grounding is background work, and a second thread on a busy machine takes
     # CPU from the server for a little less waiting.
-    embedder: Embedder = MemoEmbedder(
-        build_embedder(settings.model_copy(update={"embedding_threads": 1}))
-    )
+    # Grounding embeds sentences as passages (float32): the 8-bit question copy is not loaded.
+    only = {"embedding_threads": 1, "query_precision": "float32"}
+    embedder: Embedder = MemoEmbedder(build_embedder(settings.model_copy(update=only)))
     while True:
         message = _receive(sock)
         if message is None:
