@@ -134,6 +134,11 @@ def query_onnx_path(cache_dir: Path) -> Path:
 QUERY_MIN_COSINE = 0.98
 
 
+def _quantiser_chatter(record: logging.LogRecord) -> bool:
+    """False for ONNX Runtime's quantiser's info and warning lines, so that they are dropped."""
+    return not (record.levelno < logging.ERROR and "quantization" in record.pathname)
+
+
 def ensure_query_onnx(cache_dir: Path) -> Path | None:
     """A copy of the exported graph whose matrix weights are 8-bit (ONNX Runtime's dynamic
     quantisation, per channel, MatMul only; embeddings and norms stay float32), made once.
@@ -148,13 +153,20 @@ def ensure_query_onnx(cache_dir: Path) -> Path | None:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(
-            str(source),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-        )
+        # ONNX Runtime's quantiser logs a line per tensor it leaves alone (about 30) and advice
+        # for model authors on the root logger: nothing a user can act on. Its failures raise.
+        root = logging.getLogger()
+        root.addFilter(_quantiser_chatter)
+        try:
+            quantize_dynamic(
+                str(source),
+                str(tmp),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+            )
+        finally:
+            root.removeFilter(_quantiser_chatter)
         tokenizer = model_dir()
         full = OnnxMiniLM(source, tokenizer, threads=1).embed_query(PROBE)
         small = OnnxMiniLM(tmp, tokenizer, threads=1).embed_query(PROBE)
