@@ -17,7 +17,9 @@ import pytest
 from sqlalchemy import select
 
 from app.answer.answer import REFUSED, SAFE_ANSWER, AnswerDeps, answer
+from app.answer.conversation import add_turn
 from app.answer.delivery import ground_offline
+from app.answer.grounding_pool import GroundingPool
 from app.db.tables import AnswerRecord, CacheEntry, Message, ReviewItem
 from app.embeddings import HashEmbedder
 from app.models import ChatRequest
@@ -139,9 +141,9 @@ def test_questions_asked_together_each_get_their_own_sources(services: Services)
         assert names(events)[-1] == "done"
 
 
-def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def one_worker(tmp_path: Path) -> Iterator[tuple[Services, AnswerDeps, GroundingPool]]:
+    """Services with one grounding worker process and the leave policy indexed."""
     s = Services.build(
         make_settings(tmp_path / "data", grounding_workers=1), embedder=HashEmbedder()
     )
@@ -149,67 +151,63 @@ def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
         s.ingestor.receive(TENANT, "default", "leave.txt", LEAVE.encode())
         s.ingestor.run_pending()
         deps = with_providers(s, ScriptedProvider("a"))
-        pool = deps.grounding_pool
-        assert pool is not None
-
-        def grounded() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            events = ask(deps, "How long is parental leave?", use_cache=False)
-            text = last(events, "done")["text"]
-            hits = s.retriever.search(TENANT, "How long is parental leave?", 5, None)
-            again = ground_offline(deps, text, hits)  # the same check, in this process
-            return last(events, "grounding"), [v.to_event() for v in again]
-
-        in_worker, here = grounded()
-        first = pool.pids()
-        assert len(first) == 1, "the worker process did the grounding"
-        assert in_worker["sentences"] == here and here[0]["verdict"] == "supported"
-        # A worker that dies: that answer is grounded in a thread, the next in a new worker.
-        # Killed, not waited for: its request then goes to a dead socket or one that closes
-        # unread, and either way fails to a thread.
-        os.kill(first[0], signal.SIGKILL)
-        in_thread, here = grounded()
-        assert in_thread["sentences"] == here
-        assert "grounding in a thread" in caplog.text
-        in_new_worker, here = grounded()
-        assert in_new_worker["sentences"] == here
-        assert len(pool.pids()) == 1 and pool.pids() != first
-        with pytest.raises(ChildProcessError):  # already reaped by the pool
-            os.waitpid(first[0], os.WNOHANG)
+        assert deps.grounding_pool is not None
+        yield s, deps, deps.grounding_pool
     finally:
         s.close()
+
+
+def test_low_risk_grounding_runs_in_a_worker_process_and_survives_its_death(
+    one_worker: tuple[Services, AnswerDeps, GroundingPool], caplog: pytest.LogCaptureFixture
+) -> None:
+    s, deps, pool = one_worker
+
+    def grounded() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        events = ask(deps, "How long is parental leave?", use_cache=False)
+        text = last(events, "done")["text"]
+        hits = s.retriever.search(TENANT, "How long is parental leave?", 5, None)
+        again = ground_offline(deps, text, hits)  # the same check, in this process
+        return last(events, "grounding"), [v.to_event() for v in again]
+
+    in_worker, here = grounded()
+    first = pool.pids()
+    assert len(first) == 1, "the worker process did the grounding"
+    assert in_worker["sentences"] == here and here[0]["verdict"] == "supported"
+    # A worker that dies: that answer is grounded in a thread, the next in a new worker.
+    # Killed, not waited for: its request then goes to a dead socket or one that closes
+    # unread, and either way fails to a thread.
+    os.kill(first[0], signal.SIGKILL)
+    in_thread, here = grounded()
+    assert in_thread["sentences"] == here
+    assert "grounding in a thread" in caplog.text
+    in_new_worker, here = grounded()
+    assert in_new_worker["sentences"] == here
+    assert len(pool.pids()) == 1 and pool.pids() != first
+    with pytest.raises(ChildProcessError):  # already reaped by the pool
+        os.waitpid(first[0], os.WNOHANG)
 
 
 def test_a_grounding_worker_that_stops_answering_is_replaced_and_the_answer_ends(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    one_worker: tuple[Services, AnswerDeps, GroundingPool], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A hung worker (here: stopped) must not hold an answer's stream open: after the pool's
     deadline the answer is grounded in a thread and the worker is killed and replaced."""
-    s = Services.build(
-        make_settings(tmp_path / "data", grounding_workers=1), embedder=HashEmbedder()
-    )
-    try:
-        s.ingestor.receive(TENANT, "default", "leave.txt", LEAVE.encode())
-        s.ingestor.run_pending()
-        deps = with_providers(s, ScriptedProvider("a"))
-        pool = deps.grounding_pool
-        assert pool is not None
-        question = "How long is parental leave?"
-        assert last(ask(deps, question, use_cache=False), "grounding")["sentences"]
-        (hung,) = pool.pids()
-        pool.deadline_s = 1.0
-        os.kill(hung, signal.SIGSTOP)
-        started = time.monotonic()
-        events = ask(deps, question, use_cache=False)
-        took = time.monotonic() - started
-        assert names(events)[-1] == "done" and last(events, "grounding")["sentences"]
-        assert took < 10, f"the answer waited {took:.1f} s for a hung worker"
-        assert "did not answer within 1 s" in caplog.text
-        with pytest.raises(ChildProcessError):  # killed and reaped by the pool
-            os.waitpid(hung, os.WNOHANG)
-        assert last(ask(deps, question, use_cache=False), "grounding")["sentences"]
-        assert len(pool.pids()) == 1 and pool.pids() != [hung]
-    finally:
-        s.close()
+    _, deps, pool = one_worker
+    question = "How long is parental leave?"
+    assert last(ask(deps, question, use_cache=False), "grounding")["sentences"]
+    (hung,) = pool.pids()
+    pool.deadline_s = 1.0
+    os.kill(hung, signal.SIGSTOP)
+    started = time.monotonic()
+    events = ask(deps, question, use_cache=False)
+    took = time.monotonic() - started
+    assert names(events)[-1] == "done" and last(events, "grounding")["sentences"]
+    assert took < 10, f"the answer waited {took:.1f} s for a hung worker"
+    assert "did not answer within 1 s" in caplog.text
+    with pytest.raises(ChildProcessError):  # killed and reaped by the pool
+        os.waitpid(hung, os.WNOHANG)
+    assert last(ask(deps, question, use_cache=False), "grounding")["sentences"]
+    assert len(pool.pids()) == 1 and pool.pids() != [hung]
 
 
 ORPHAN = """
@@ -413,9 +411,8 @@ def test_follow_ups_are_condensed_and_conversations_stored(services: Services) -
         roles = [m.role for m in db.scalars(select(Message).order_by(Message.created_at))]
     assert roles == ["user", "assistant", "user", "assistant"]
     # Another tenant's conversation is as unknown as a made-up id.
-    services.answers.conversations.add_turn(
-        "other", "11111111-1111-1111-1111-111111111111", "q", "a", "x"
-    )
+    with services.db.session() as db:
+        add_turn(db, "other", "11111111-1111-1111-1111-111111111111", "q", "a", "x")
     foreign = ask(deps, "Hello?", conversation_id="11111111-1111-1111-1111-111111111111")
     assert last(foreign, "error")["code"] == "not_found"
     assert last(ask(deps, "Hello?", conversation_id="not-an-id"), "error")["code"] == "not_found"

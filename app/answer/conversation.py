@@ -109,18 +109,6 @@ class Conversations:
         answer: starting one costs the first token nothing."""
         return str(uuid.uuid4())
 
-    def add_turn(
-        self,
-        tenant: str,
-        conversation_id: str,
-        question: str,
-        answer: str,
-        answer_id: str,
-        owner: str | None = None,
-    ) -> None:
-        with self._db.session() as s:
-            add_turn(s, tenant, conversation_id, question, answer, answer_id, owner)
-
     def list(
         self, tenant: str, owner: str | None = None, limit: int = 50
     ) -> list[dict[str, object]]:
