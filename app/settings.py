@@ -189,6 +189,16 @@ class Settings(BaseSettings):
         "evals/bench_relay.py) or 'httpx' (the SDKs' default, which honours HTTP(S)_PROXY). "
         "'auto' is aiohttp unless a proxy is set in the environment.",
     )
+    relay_interval_ms: int = Field(
+        default=40,
+        ge=0,
+        le=1000,
+        description="After passing a piece of a model's answer on, wait this long before "
+        "reading its stream again, and pass on what arrived meanwhile as one piece (the first "
+        "piece is never held back). Each piece relayed costs the server CPU whatever its "
+        "length: at 50 streams of 100 words a second, 40 ms saves 15% of the server's CPU an "
+        "answer (evals/bench_answer.py). 0 relays every event as it arrives.",
+    )
     connect_timeout_s: float = Field(default=1.0, description="Connect timeout per attempt.")
     first_token_low_s: float = Field(
         default=8.0, description="Longest wait for a first token, low-risk answers."

@@ -8,6 +8,7 @@ A stream that ends without ``message_stop`` is reported as interrupted, never as
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -58,6 +59,16 @@ def translate(provider: str, exc: Exception) -> ProviderError:
     raise exc
 
 
+@dataclass
+class _State:
+    """What one stream has said so far, besides its text."""
+
+    usage: Usage = field(default_factory=Usage)
+    stop: StopReason | None = None
+    finished: bool = False
+    sent: list[str] = field(default_factory=list)
+
+
 class AnthropicProvider:
     def __init__(
         self,
@@ -67,9 +78,11 @@ class AnthropicProvider:
         connect_timeout_s: float = 1.0,
         read_timeout_s: float = 30.0,
         aiohttp: bool = False,
+        interval_ms: int = 0,
     ) -> None:
         self.model = model
         self.name = f"anthropic:{model}"
+        self._interval_s = interval_ms / 1000
         timeout = anthropic.Timeout(read_timeout_s, connect=connect_timeout_s)
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key or "unset",
@@ -86,10 +99,8 @@ class AnthropicProvider:
         ]
         messages.append({"role": "user", "content": request.prompt or request.question})
         headers = {"x-request-id": request.request_id} if request.request_id else {}
-        usage = Usage()
-        stop: StopReason | None = None
-        finished = False
-        sent: list[str] = []
+        state = _State()
+        pacer = sse.Pacer(self._interval_s)
         try:
             async with self._client.messages.with_streaming_response.create(
                 model=self.model,
@@ -99,41 +110,60 @@ class AnthropicProvider:
                 stream=True,
                 extra_headers=headers,
             ) as response:
-                async for event in sse.events(response.iter_lines()):
-                    if event.name == "ping":
-                        continue
-                    data = event.json()
-                    if not isinstance(data, dict):
-                        raise ValueError("a stream event is not a JSON object")
-                    kind = data.get("type", event.name)
-                    if kind == "error" or event.name == "error":
-                        error = data.get("error") or {}
-                        raise classify(
-                            self.name, None, {}, error.get("type"), str(error.get("message", ""))
-                        )
-                    if kind == "message_start":
-                        message_usage = (data.get("message") or {}).get("usage") or {}
-                        usage.input_tokens = int(message_usage.get("input_tokens") or 0)
-                    elif kind == "content_block_delta":
-                        delta = data.get("delta") or {}
-                        if delta.get("type") == "text_delta" and delta.get("text"):
-                            sent.append(delta["text"])
-                            yield delta["text"]
-                    elif kind == "message_delta":
-                        reason = (data.get("delta") or {}).get("stop_reason")
-                        if reason:
-                            stop = _STOP.get(reason, "stop")
-                        output = (data.get("usage") or {}).get("output_tokens")
-                        if output:
-                            usage.output_tokens = int(output)
-                    elif kind == "message_stop":
-                        finished = True
+                async for batch in sse.batches(response.iter_bytes()):
+                    text, failure = self._read(batch, state)
+                    if text:
+                        state.sent.append(text)
+                        pacer.passed()
+                        yield text
+                    if failure is not None:
+                        raise failure
+                    if state.finished:
                         break
+                    if text:
+                        await pacer.wait()
         except Exception as exc:
             raise translate(self.name, exc) from exc
-        yield sse.finish(
-            self.name, (stop or "stop") if finished else None, usage, sent, "message_stop"
-        )
+        stop = (state.stop or "stop") if state.finished else None
+        yield sse.finish(self.name, stop, state.usage, state.sent, "message_stop")
+
+    def _read(self, batch: list[sse.Event], state: _State) -> tuple[str, Exception | None]:
+        """The text of a batch of events, and the failure that ended it, if one did (the
+        text before a failure is still passed on, as it would have been one event earlier)."""
+        texts: list[str] = []
+        try:
+            for event in batch:
+                if event.name == "ping":
+                    continue
+                data = event.json()
+                if not isinstance(data, dict):
+                    raise ValueError("a stream event is not a JSON object")
+                kind = data.get("type", event.name)
+                if kind == "error" or event.name == "error":
+                    error = data.get("error") or {}
+                    raise classify(
+                        self.name, None, {}, error.get("type"), str(error.get("message", ""))
+                    )
+                if kind == "content_block_delta":
+                    delta = data.get("delta") or {}
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        texts.append(delta["text"])
+                elif kind == "message_start":
+                    message_usage = (data.get("message") or {}).get("usage") or {}
+                    state.usage.input_tokens = int(message_usage.get("input_tokens") or 0)
+                elif kind == "message_delta":
+                    reason = (data.get("delta") or {}).get("stop_reason")
+                    if reason:
+                        state.stop = _STOP.get(reason, "stop")
+                    output = (data.get("usage") or {}).get("output_tokens")
+                    if output:
+                        state.usage.output_tokens = int(output)
+                elif kind == "message_stop":
+                    state.finished = True
+                    break
+        except Exception as exc:
+            return "".join(texts), exc
+        return "".join(texts), None
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -68,6 +68,7 @@ def build_provider(kind: str, model: str, settings: Settings, embedder: Embedder
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=read_timeout,
             aiohttp=aiohttp,
+            interval_ms=settings.relay_interval_ms,
         )
     if kind == "openai":
         from app.providers.openai_chat import OpenAIChatProvider
@@ -79,6 +80,7 @@ def build_provider(kind: str, model: str, settings: Settings, embedder: Embedder
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=read_timeout,
             aiohttp=aiohttp,
+            interval_ms=settings.relay_interval_ms,
         )
     return OfflineProvider(
         embedder,

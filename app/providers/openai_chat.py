@@ -9,6 +9,7 @@ A stream that ends without a ``finish_reason`` or ``[DONE]`` is reported as inte
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -74,6 +75,16 @@ def _inband(provider: str, error: Any) -> ProviderError:
     return classify(provider, None, {}, str(etype), message, str(code) if code else None)
 
 
+@dataclass
+class _State:
+    """What one stream has said so far, besides its text."""
+
+    usage: Usage = field(default_factory=Usage)
+    stop: StopReason | None = None
+    done: bool = False
+    sent: list[str] = field(default_factory=list)
+
+
 class OpenAIChatProvider:
     def __init__(
         self,
@@ -84,10 +95,12 @@ class OpenAIChatProvider:
         read_timeout_s: float = 30.0,
         aiohttp: bool = False,
         temperature: float = 0.2,
+        interval_ms: int = 0,
     ) -> None:
         self.model = model
         self.name = f"openai:{model}"
         self._temperature = temperature
+        self._interval_s = interval_ms / 1000
         timeout = openai.Timeout(read_timeout_s, connect=connect_timeout_s)
         self._client = openai.AsyncOpenAI(
             api_key=api_key or "unset",
@@ -103,10 +116,8 @@ class OpenAIChatProvider:
         messages += [{"role": role, "content": content} for role, content in request.history]
         messages.append({"role": "user", "content": request.prompt or request.question})
         headers = {"x-request-id": request.request_id} if request.request_id else {}
-        usage = Usage()
-        stop: StopReason | None = None
-        done = False
-        sent: list[str] = []
+        state = _State()
+        pacer = sse.Pacer(self._interval_s)
         try:
             async with self._client.chat.completions.with_streaming_response.create(
                 model=self.model,
@@ -117,29 +128,49 @@ class OpenAIChatProvider:
                 stream_options={"include_usage": True},
                 extra_headers=headers,
             ) as response:
-                async for event in sse.events(response.iter_lines()):
-                    if event.data.strip() == "[DONE]":
-                        done = True
+                async for batch in sse.batches(response.iter_bytes()):
+                    text, failure = self._read(batch, state)
+                    if text:
+                        state.sent.append(text)
+                        pacer.passed()
+                        yield text
+                    if failure is not None:
+                        raise failure
+                    if state.done:
                         break
-                    chunk = event.json()
-                    if not isinstance(chunk, dict):
-                        raise ValueError("a stream chunk is not a JSON object")
-                    if "error" in chunk:
-                        raise _inband(self.name, chunk["error"])
-                    if chunk.get("usage"):
-                        usage.input_tokens = int(chunk["usage"].get("prompt_tokens") or 0)
-                        usage.output_tokens = int(chunk["usage"].get("completion_tokens") or 0)
-                    for choice in (chunk.get("choices") or [])[:1]:
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            sent.append(text)
-                            yield text
-                        if choice.get("finish_reason"):
-                            stop = _STOP.get(choice["finish_reason"], "stop")
+                    if text:
+                        await pacer.wait()
         except Exception as exc:
             raise translate(self.name, exc) from exc
-        missing = "a finish reason" + (" (it sent [DONE])" if done else "")
-        yield sse.finish(self.name, stop, usage, sent, missing)
+        missing = "a finish reason" + (" (it sent [DONE])" if state.done else "")
+        yield sse.finish(self.name, state.stop, state.usage, state.sent, missing)
+
+    def _read(self, batch: list[sse.Event], state: _State) -> tuple[str, Exception | None]:
+        """The text of a batch of events, and the failure that ended it, if one did (the
+        text before a failure is still passed on, as it would have been one event earlier)."""
+        texts: list[str] = []
+        try:
+            for event in batch:
+                if event.data.strip() == "[DONE]":
+                    state.done = True
+                    break
+                chunk = event.json()
+                if not isinstance(chunk, dict):
+                    raise ValueError("a stream chunk is not a JSON object")
+                if "error" in chunk:
+                    raise _inband(self.name, chunk["error"])
+                if chunk.get("usage"):
+                    state.usage.input_tokens = int(chunk["usage"].get("prompt_tokens") or 0)
+                    state.usage.output_tokens = int(chunk["usage"].get("completion_tokens") or 0)
+                for choice in (chunk.get("choices") or [])[:1]:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        texts.append(text)
+                    if choice.get("finish_reason"):
+                        state.stop = _STOP.get(choice["finish_reason"], "stop")
+        except Exception as exc:
+            return "".join(texts), exc
+        return "".join(texts), None
 
     async def aclose(self) -> None:
         await self._client.close()
