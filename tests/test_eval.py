@@ -136,6 +136,11 @@ def test_the_gate_passes_on_this_code(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("DOCENT_CHAIN", "offline")
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["eval", "--sets", "docent,cache", "--out", str(out)])
+    assert "There was no baseline" not in result.output, (
+        f"evals/data/baseline.json has no figures for this machine's CPU kernels "
+        f"({suite.cpu_kernels()}): run `docent eval --sets docent,cache --update-baseline` "
+        "with the settings above and commit the file"
+    )
     assert result.exit_code == 0, result.output
     assert "No headline measure regressed" in result.output
     figures = json.loads((out / "results.json").read_text())
@@ -179,5 +184,32 @@ def test_a_configuration_without_a_baseline_is_reported_not_failed(tmp_path: Pat
     options.update_baseline = True
     suite.run(options, _settings(tmp_path))
     stored = json.loads((tmp_path / "none.json").read_text())
-    assert set(stored) == {"minilm|offline"} and "mrr_at_10" in stored["minilm|offline"]["docent"]
+    key = f"minilm|offline|{suite.cpu_kernels()}"
+    assert set(stored) == {key} and "mrr_at_10" in stored[key]["docent"]
     assert runner.COLLECTION == "eval"
+
+
+@pytest.mark.parametrize(
+    ("flags", "family"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_vnni avx512_bf16", "x86_64-avx512vnni"),
+        ("fpu sse2 avx2 avx512f", "x86_64-avx512"),
+        ("fpu sse2 avx2 avx_vnni", "x86_64-avxvnni"),
+        ("fpu sse2 avx2", "x86_64-avx2"),
+        ("fpu sse2", "x86_64"),
+    ],
+)
+def test_baselines_are_kept_per_family_of_cpu_kernels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, family: str
+) -> None:
+    """8-bit question vectors differ between CPUs that ONNX Runtime gives different kernels,
+    so the gate compares a run only with a baseline from the same family."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+    monkeypatch.setattr(suite.platform, "machine", lambda: "x86_64")
+    assert suite.cpu_kernels(cpuinfo) == family
+    assert suite.cpu_kernels(tmp_path / "missing") == "x86_64"
+    monkeypatch.setattr(suite.platform, "machine", lambda: "aarch64")
+    assert suite.cpu_kernels(cpuinfo) == "aarch64"
+    settings = Settings(data_dir=tmp_path / "data", embedder="minilm", chain="offline")
+    assert suite.configuration(settings) == "minilm|offline|aarch64"

@@ -5,14 +5,15 @@ question pairs, through the semantic cache). Each set runs in a working director
 with this installation's settings; the figures, the baseline's and every regression go to
 ``out`` as ``results.json`` and ``report.md`` with plots.
 
-The baseline file holds the headline measures per configuration (embedder and provider
-chain): a run is only compared with a baseline made the same way, and ``update_baseline``
-stores the current figures as that configuration's baseline.
+The baseline file holds the headline measures per configuration (embedder, provider chain and
+the family of CPU kernels the model runs on): a run is only compared with a baseline made the
+same way, and ``update_baseline`` stores the current figures as that configuration's baseline.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -56,7 +57,38 @@ class Outcome:
 
 
 def configuration(settings: Settings) -> str:
-    return f"{settings.embedder}|{' '.join(settings.chain.split())}"
+    """The baseline's key: embedder, provider chain and the CPU kernels the model runs on."""
+    return f"{settings.embedder}|{' '.join(settings.chain.split())}|{cpu_kernels()}"
+
+
+def cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """Which family of ONNX Runtime's CPU kernels this machine gets. The same model files give
+    slightly different vectors on each (8-bit products are summed differently with and without
+    VNNI, float sums in a different order with AVX-512), and that moves a few answers of the
+    golden sets near a threshold: with the same code and model files, the cache pairs' hit rate
+    was 0.170 on one shared machine and 0.141 on one with AVX-512 VNNI. So figures are only
+    compared with a baseline measured on the same family."""
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64"):
+        return machine or "unknown"
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "x86_64"
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    if "avx512_vnni" in flags:
+        return "x86_64-avx512vnni"
+    if "avx512f" in flags:
+        return "x86_64-avx512"
+    if "avx_vnni" in flags:
+        return "x86_64-avxvnni"
+    if "avx2" in flags:
+        return "x86_64-avx2"
+    return "x86_64"
 
 
 def default_baseline() -> Path:
