@@ -193,11 +193,12 @@ class Settings(BaseSettings):
         default=40,
         ge=0,
         le=1000,
-        description="After passing a piece of a model's answer on, wait this long before "
-        "reading its stream again, and pass on what arrived meanwhile as one piece (the first "
-        "piece is never held back). Each piece relayed costs the server CPU whatever its "
-        "length: at 50 streams of 100 words a second, 40 ms saves 15% of the server's CPU an "
-        "answer (evals/bench_answer.py). 0 relays every event as it arrives.",
+        description="Over the aiohttp transport (DOCENT_PROVIDER_HTTP), after passing a piece "
+        "of a model's answer on, wait this long before reading its stream again, and pass on "
+        "what arrived meanwhile as one piece (the first piece is never held back). Each piece "
+        "relayed costs the server CPU whatever its length: at 50 streams of 100 words a second, "
+        "40 ms saves 15% of the server's CPU an answer (evals/bench_answer.py). 0 passes text "
+        "on as soon as it is read. Must be under half of DOCENT_STALL_S.",
     )
     connect_timeout_s: float = Field(default=1.0, description="Connect timeout per attempt.")
     first_token_low_s: float = Field(
@@ -297,6 +298,18 @@ class Settings(BaseSettings):
     help_collection: str = Field(
         default="docent-help", description="Collection Docent's own documentation goes to."
     )
+
+    @model_validator(mode="after")
+    def _relay_interval_under_the_stall_deadline(self) -> Settings:
+        """The wait between two reads of a model's stream counts towards its stall deadline."""
+        if self.relay_interval_ms * 2 > self.stall_s * 1000:
+            raise ValueError(
+                f"DOCENT_RELAY_INTERVAL_MS ({self.relay_interval_ms}) must be under half of "
+                f"DOCENT_STALL_S ({self.stall_s} s): the wait between two reads of a model's "
+                "stream counts towards the stall deadline. Lower the interval or raise the "
+                "deadline."
+            )
+        return self
 
     @model_validator(mode="after")
     def _cache_thresholds_follow_query_precision(self) -> Settings:

@@ -42,7 +42,8 @@ def _earlier_heap_frozen() -> Iterator[None]:
     collector, as ``docent serve`` keeps its start-up heap out (app/cli.py). Otherwise a full
     collection walks the whole suite's heap: measured at 0.6-0.7 s here, with every thread
     stopped, which a test with sub-second provider deadlines takes for a provider that did
-    not answer in time."""
+    not answer in time. The garbage earlier modules left is collected first, once."""
+    gc.collect()
     gc.freeze()
     yield
     gc.unfreeze()

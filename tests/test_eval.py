@@ -21,6 +21,7 @@ from app.answer.retrieve import Retriever
 from app.cli import cli
 from app.evaluation import golden, ragas_measures, runner, suite
 from app.evaluation.cache_pairs import load_pairs
+from app.evaluation.report import compare
 from app.evaluation.runner import QuestionResult
 from app.settings import Settings
 from tests.fakes.llm_server import FakeLLM, ok
@@ -213,3 +214,15 @@ def test_baselines_are_kept_per_family_of_cpu_kernels(
     assert suite.cpu_kernels(cpuinfo) == "aarch64"
     settings = Settings(data_dir=tmp_path / "data", embedder="minilm", chain="offline")
     assert suite.configuration(settings) == "minilm|offline|aarch64"
+
+
+def test_another_cpu_familys_baseline_is_used_with_a_wider_tolerance() -> None:
+    here = "minilm|offline|x86_64-avx2"
+    theirs = {"cache": {"hit_rate": 0.17}}
+    stored = {"minilm|offline|x86_64-avx512vnni": theirs, "hash|offline|x86_64-avx2": {}}
+    baseline, key, tolerance = suite._pick_baseline(stored, here, 0.02)
+    assert (baseline, key, tolerance) == (theirs, "minilm|offline|x86_64-avx512vnni", 0.25)
+    # 0.141 against 0.17 is within 25%; against this family's own baseline 2% applies.
+    assert compare({"cache": {"hit_rate": 0.141}}, theirs, tolerance) == []
+    assert suite._pick_baseline({here: theirs, **stored}, here, 0.02) == (theirs, here, 0.02)
+    assert suite._pick_baseline({}, here, 0.02) == (None, here, 0.02)

@@ -73,6 +73,13 @@ def test_an_event_cut_off_by_the_end_of_the_stream_is_dropped() -> None:
     assert parser.feed(b"") == [] and parser.close() == []
 
 
+def test_a_byte_order_mark_opening_the_stream_is_skipped() -> None:
+    assert feed_all([b"\xef\xbb\xbfdata: x\n\n"]) == [Event("message", "x")]
+    assert feed_all([b"\xef\xbb", b"\xbfdata: x\n\n"]) == [Event("message", "x")]
+    # Only at the start: later it is part of the data.
+    assert feed_all([b"data: x\n\n", b"data: \xef\xbb\xbfy\n\n"])[1].data == "\ufeffy"
+
+
 def test_invalid_utf8_is_replaced_not_fatal() -> None:
     assert feed_all([b"data: \xff\xfe ok\n\n"]) == [Event("message", "\ufffd\ufffd ok")]
 
@@ -80,6 +87,7 @@ def test_invalid_utf8_is_replaced_not_fatal() -> None:
 # --- the adapters against the fake --------------------------------------------------------------
 
 DIALECTS = pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+TRANSPORTS = pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 TEXT = " ".join(f"word{i}" for i in range(30)) + "."
 WORDS = len(TEXT.split())
 
@@ -91,24 +99,25 @@ def fake() -> Iterator[FakeLLM]:
 
 
 def provider(
-    dialect: str, fake: FakeLLM, interval_ms: int
+    dialect: str, fake: FakeLLM, interval_ms: int, transport: str
 ) -> OpenAIChatProvider | AnthropicProvider:
+    aiohttp = transport == "aiohttp"
     if dialect == "openai":
         return OpenAIChatProvider(
-            "relay", "x", fake.openai_base_url, aiohttp=True, interval_ms=interval_ms
+            "relay", "x", fake.openai_base_url, aiohttp=aiohttp, interval_ms=interval_ms
         )
     return AnthropicProvider(
-        "relay", "x", fake.anthropic_base_url, aiohttp=True, interval_ms=interval_ms
+        "relay", "x", fake.anthropic_base_url, aiohttp=aiohttp, interval_ms=interval_ms
     )
 
 
 def read(
-    dialect: str, fake: FakeLLM, interval_ms: int
+    dialect: str, fake: FakeLLM, interval_ms: int, transport: str = "aiohttp"
 ) -> tuple[list[tuple[float, str]], Finished | ProviderError]:
     """(seconds since the request, piece) for every piece, and how the stream ended."""
 
     async def main() -> tuple[list[tuple[float, str]], Finished | ProviderError]:
-        p = provider(dialect, fake, interval_ms)
+        p = provider(dialect, fake, interval_ms, transport)
         pieces: list[tuple[float, str]] = []
         started = time.monotonic()
         end: Finished | ProviderError
@@ -127,12 +136,18 @@ def read(
     return asyncio.run(main())
 
 
+@TRANSPORTS
 @DIALECTS
-def test_without_an_interval_every_token_is_its_own_piece(fake: FakeLLM, dialect: str) -> None:
-    fake.script("relay", slow(100, text=TEXT))
-    pieces, end = read(dialect, fake, interval_ms=0)
-    assert "".join(p for _, p in pieces) == TEXT
-    assert len(pieces) == WORDS
+def test_without_an_interval_text_is_passed_on_as_it_is_read(
+    fake: FakeLLM, dialect: str, transport: str
+) -> None:
+    """Ten tokens 50 ms apart: each is its own piece (two may share one if this process was
+    busy when the second arrived)."""
+    text = " ".join(TEXT.split()[:10])
+    fake.script("relay", slow(20, text=text))
+    pieces, end = read(dialect, fake, 0, transport)
+    assert "".join(p for _, p in pieces) == text
+    assert len(pieces) >= 8, [p for _, p in pieces]
     assert isinstance(end, Finished) and end.stop_reason == "stop"
 
 
@@ -140,15 +155,17 @@ def test_without_an_interval_every_token_is_its_own_piece(fake: FakeLLM, dialect
 def test_an_interval_relays_what_arrived_meanwhile_as_one_piece(
     fake: FakeLLM, dialect: str
 ) -> None:
-    """30 tokens at 100 a second, read at most every 60 ms: the same text in about a sixth
-    as many pieces, at least 60 ms apart, the first one not held back."""
+    """30 tokens at 100 a second, read at most every 60 ms (over aiohttp, the default): the
+    same text in about a sixth as many pieces, at least 60 ms apart, the first one not held
+    back."""
     fake.script("relay", ok(TEXT, ttft_ms=150, tokens_per_s=100))
-    pieces, end = read(dialect, fake, interval_ms=60)
+    pieces, end = read(dialect, fake, 60)
     assert "".join(p for _, p in pieces) == TEXT
     assert isinstance(end, Finished) and end.stop_reason == "stop"
     assert end.usage.output_tokens == WORDS
     assert 3 <= len(pieces) <= WORDS // 3, [p for _, p in pieces]
-    assert pieces[0][1] == "word0 ", "the first token is passed on alone, at once"
+    # Passed on as soon as it is read, not gathered for 60 ms (6 tokens).
+    assert pieces[0][1].startswith("word0 ") and len(pieces[0][1].split()) <= 3, pieces[0]
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(pieces)]
     assert min(gaps) >= 0.045, gaps  # 60 ms, less a thread switch before the time is read
     # Nothing is held back for long: the stream takes 0.44 s to send.
@@ -156,18 +173,35 @@ def test_an_interval_relays_what_arrived_meanwhile_as_one_piece(
 
 
 @DIALECTS
-def test_text_read_with_a_failure_is_passed_on_before_it(fake: FakeLLM, dialect: str) -> None:
+def test_over_httpx_the_interval_does_not_slow_the_stream(fake: FakeLLM, dialect: str) -> None:
+    """httpx reads one event at a time: waiting 60 ms after each of 30 tokens would take at
+    least 1.74 s for a stream sent in 0.44 s. The interval is not applied there."""
+    fake.script("relay", ok(TEXT, ttft_ms=150, tokens_per_s=100))
+    pieces, end = read(dialect, fake, 60, "httpx")
+    assert "".join(p for _, p in pieces) == TEXT
+    assert isinstance(end, Finished) and end.stop_reason == "stop"
+    assert pieces[-1][0] < 1.5, f"the last text came after {pieces[-1][0]:.2f} s"
+
+
+@TRANSPORTS
+@DIALECTS
+def test_text_read_with_a_failure_is_passed_on_before_it(
+    fake: FakeLLM, dialect: str, transport: str
+) -> None:
     """An in-band error that arrives in the same read as some text: the text is relayed
     first (the chain then knows what the reader saw), then the error is raised."""
     fake.script("relay", inband_error_after(5, text=TEXT))
-    pieces, end = read(dialect, fake, interval_ms=500)
+    pieces, end = read(dialect, fake, 500, transport)
     assert "".join(p for _, p in pieces).split() == TEXT.split()[:5]
     assert isinstance(end, ProviderError) and end.kind == "overloaded"
 
 
+@TRANSPORTS
 @DIALECTS
-def test_a_cut_stream_is_interrupted_after_its_text(fake: FakeLLM, dialect: str) -> None:
+def test_a_cut_stream_is_interrupted_after_its_text(
+    fake: FakeLLM, dialect: str, transport: str
+) -> None:
     fake.script("relay", fin_after(4, text=TEXT, tokens_per_s=100))
-    pieces, end = read(dialect, fake, interval_ms=100)
+    pieces, end = read(dialect, fake, 100, transport)
     assert len("".join(p for _, p in pieces).split()) == 4
     assert isinstance(end, ProviderError) and end.kind == "interrupted"

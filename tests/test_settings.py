@@ -40,3 +40,10 @@ def test_a_threshold_that_was_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DOCENT_CACHE_THRESHOLD", "0.96")
     monkeypatch.setenv("DOCENT_QUERY_PRECISION", "float32")
     assert thresholds() == (0.96, 0.94)
+
+
+def test_the_relay_interval_must_leave_room_under_the_stall_deadline() -> None:
+    fits = Settings(_env_file=None, stall_s=1.0, relay_interval_ms=500)  # type: ignore[call-arg]
+    assert fits.relay_interval_ms == 500
+    with pytest.raises(ValueError, match=r"RELAY_INTERVAL_MS \(600\) must be under half of"):
+        Settings(_env_file=None, stall_s=1.0, relay_interval_ms=600)  # type: ignore[call-arg]

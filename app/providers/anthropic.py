@@ -8,6 +8,7 @@ A stream that ends without ``message_stop`` is reported as interrupted, never as
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,9 @@ class AnthropicProvider:
     ) -> None:
         self.model = model
         self.name = f"anthropic:{model}"
-        self._interval_s = interval_ms / 1000
+        # Only over aiohttp does a read return everything that has arrived; httpx returns one
+        # HTTP chunk (one event) a read, so a wait after each would throttle the stream.
+        self._interval_s = interval_ms / 1000 if aiohttp else 0.0
         timeout = anthropic.Timeout(read_timeout_s, connect=connect_timeout_s)
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key or "unset",
@@ -102,15 +105,18 @@ class AnthropicProvider:
         state = _State()
         pacer = sse.Pacer(self._interval_s)
         try:
-            async with self._client.messages.with_streaming_response.create(
-                model=self.model,
-                system=request.system,
-                messages=messages,
-                max_tokens=request.max_tokens,
-                stream=True,
-                extra_headers=headers,
-            ) as response:
-                async for batch in sse.batches(response.iter_bytes()):
+            async with (
+                self._client.messages.with_streaming_response.create(
+                    model=self.model,
+                    system=request.system,
+                    messages=messages,
+                    max_tokens=request.max_tokens,
+                    stream=True,
+                    extra_headers=headers,
+                ) as response,
+                aclosing(sse.batches(response.iter_bytes())) as batches,
+            ):
+                async for batch in batches:
                     text, failure = self._read(batch, state)
                     if text:
                         state.sent.append(text)
@@ -120,7 +126,7 @@ class AnthropicProvider:
                         raise failure
                     if state.finished:
                         break
-                    if text:
+                    if text and state.stop is None:  # the rest is only the end
                         await pacer.wait()
         except Exception as exc:
             raise translate(self.name, exc) from exc

@@ -9,6 +9,7 @@ A stream that ends without a ``finish_reason`` or ``[DONE]`` is reported as inte
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +101,9 @@ class OpenAIChatProvider:
         self.model = model
         self.name = f"openai:{model}"
         self._temperature = temperature
-        self._interval_s = interval_ms / 1000
+        # Only over aiohttp does a read return everything that has arrived; httpx returns one
+        # HTTP chunk (one event) a read, so a wait after each would throttle the stream.
+        self._interval_s = interval_ms / 1000 if aiohttp else 0.0
         timeout = openai.Timeout(read_timeout_s, connect=connect_timeout_s)
         self._client = openai.AsyncOpenAI(
             api_key=api_key or "unset",
@@ -119,16 +122,19 @@ class OpenAIChatProvider:
         state = _State()
         pacer = sse.Pacer(self._interval_s)
         try:
-            async with self._client.chat.completions.with_streaming_response.create(
-                model=self.model,
-                messages=messages,
-                max_tokens=request.max_tokens,
-                temperature=self._temperature,
-                stream=True,
-                stream_options={"include_usage": True},
-                extra_headers=headers,
-            ) as response:
-                async for batch in sse.batches(response.iter_bytes()):
+            async with (
+                self._client.chat.completions.with_streaming_response.create(
+                    model=self.model,
+                    messages=messages,
+                    max_tokens=request.max_tokens,
+                    temperature=self._temperature,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_headers=headers,
+                ) as response,
+                aclosing(sse.batches(response.iter_bytes())) as batches,
+            ):
+                async for batch in batches:
                     text, failure = self._read(batch, state)
                     if text:
                         state.sent.append(text)
@@ -138,7 +144,7 @@ class OpenAIChatProvider:
                         raise failure
                     if state.done:
                         break
-                    if text:
+                    if text and state.stop is None:  # the rest is only the end
                         await pacer.wait()
         except Exception as exc:
             raise translate(self.name, exc) from exc

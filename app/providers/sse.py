@@ -23,7 +23,7 @@ import codecs
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +53,16 @@ class Parser:
     def __init__(self) -> None:
         self._decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         self._tail = ""
+        self._started = False
         self._name = ""
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[Event]:
-        return self._lines(self._tail + self._decode(chunk), final=False)
+        text = self._decode(chunk)
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")  # a byte-order mark may open the stream
+        return self._lines(self._tail + text, final=False)
 
     def close(self) -> list[Event]:
         """The stream has ended: a CR held back at the end of the last chunk ended a line. An
@@ -88,7 +93,7 @@ class Parser:
         return out
 
 
-async def batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Event]]:
+async def batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[Event], None]:
     """The complete events of each chunk read from the stream, chunk by chunk (chunks that
     complete no event are skipped)."""
     parser = Parser()
