@@ -54,8 +54,6 @@ class Outcome:
     compared: bool
     baseline_key: str
     notes: list[str] = field(default_factory=list)
-    compared_with: str = ""
-    """The key of the baseline compared with: ``baseline_key``, or another CPU family's."""
 
 
 def configuration(settings: Settings) -> str:
@@ -168,7 +166,7 @@ def run(
             "(8-bit question vectors differ between CPUs). --update-baseline stores this "
             "machine's."
         )
-    return Outcome(summaries, regressions, report, compared, key, notes, compared_with)
+    return Outcome(summaries, regressions, report, compared, key, notes)
 
 
 # How much worse a measure may be against a baseline from another family of CPU kernels: the

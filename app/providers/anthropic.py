@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 
 from app.errors import ProviderError
-from app.providers import Finished, GenerationRequest, StopReason, Usage, sse
+from app.providers import Finished, GenerationRequest, StopReason, sse
 from app.providers.http_errors import (
     aiohttp_error,
     classify,
@@ -60,16 +59,6 @@ def translate(provider: str, exc: Exception) -> ProviderError:
     raise exc
 
 
-@dataclass
-class _State:
-    """What one stream has said so far, besides its text."""
-
-    usage: Usage = field(default_factory=Usage)
-    stop: StopReason | None = None
-    finished: bool = False
-    sent: list[str] = field(default_factory=list)
-
-
 class AnthropicProvider:
     def __init__(
         self,
@@ -102,8 +91,7 @@ class AnthropicProvider:
         ]
         messages.append({"role": "user", "content": request.prompt or request.question})
         headers = {"x-request-id": request.request_id} if request.request_id else {}
-        state = _State()
-        pacer = sse.Pacer(self._interval_s)
+        state = sse.StreamState()
         try:
             async with (
                 self._client.messages.with_streaming_response.create(
@@ -114,26 +102,18 @@ class AnthropicProvider:
                     stream=True,
                     extra_headers=headers,
                 ) as response,
-                aclosing(sse.batches(response.iter_bytes())) as batches,
+                aclosing(
+                    sse.relay(response.iter_bytes(), self._read, state, self._interval_s)
+                ) as texts,
             ):
-                async for batch in batches:
-                    text, failure = self._read(batch, state)
-                    if text:
-                        state.sent.append(text)
-                        pacer.passed()
-                        yield text
-                    if failure is not None:
-                        raise failure
-                    if state.finished:
-                        break
-                    if text and state.stop is None:  # the rest is only the end
-                        await pacer.wait()
+                async for text in texts:
+                    yield text
         except Exception as exc:
             raise translate(self.name, exc) from exc
-        stop = (state.stop or "stop") if state.finished else None
+        stop = (state.stop or "stop") if state.ended else None
         yield sse.finish(self.name, stop, state.usage, state.sent, "message_stop")
 
-    def _read(self, batch: list[sse.Event], state: _State) -> tuple[str, Exception | None]:
+    def _read(self, batch: list[sse.Event], state: sse.StreamState) -> tuple[str, Exception | None]:
         """The text of a batch of events, and the failure that ended it, if one did (the
         text before a failure is still passed on, as it would have been one event earlier)."""
         texts: list[str] = []
@@ -165,7 +145,7 @@ class AnthropicProvider:
                     if output:
                         state.usage.output_tokens = int(output)
                 elif kind == "message_stop":
-                    state.finished = True
+                    state.ended = True
                     break
         except Exception as exc:
             return "".join(texts), exc

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 
 from app.errors import ProviderError
-from app.providers import Finished, GenerationRequest, StopReason, Usage, sse
+from app.providers import Finished, GenerationRequest, StopReason, sse
 from app.providers.http_errors import (
     aiohttp_error,
     classify,
@@ -76,16 +75,6 @@ def _inband(provider: str, error: Any) -> ProviderError:
     return classify(provider, None, {}, str(etype), message, str(code) if code else None)
 
 
-@dataclass
-class _State:
-    """What one stream has said so far, besides its text."""
-
-    usage: Usage = field(default_factory=Usage)
-    stop: StopReason | None = None
-    done: bool = False
-    sent: list[str] = field(default_factory=list)
-
-
 class OpenAIChatProvider:
     def __init__(
         self,
@@ -119,8 +108,7 @@ class OpenAIChatProvider:
         messages += [{"role": role, "content": content} for role, content in request.history]
         messages.append({"role": "user", "content": request.prompt or request.question})
         headers = {"x-request-id": request.request_id} if request.request_id else {}
-        state = _State()
-        pacer = sse.Pacer(self._interval_s)
+        state = sse.StreamState()
         try:
             async with (
                 self._client.chat.completions.with_streaming_response.create(
@@ -132,33 +120,25 @@ class OpenAIChatProvider:
                     stream_options={"include_usage": True},
                     extra_headers=headers,
                 ) as response,
-                aclosing(sse.batches(response.iter_bytes())) as batches,
+                aclosing(
+                    sse.relay(response.iter_bytes(), self._read, state, self._interval_s)
+                ) as texts,
             ):
-                async for batch in batches:
-                    text, failure = self._read(batch, state)
-                    if text:
-                        state.sent.append(text)
-                        pacer.passed()
-                        yield text
-                    if failure is not None:
-                        raise failure
-                    if state.done:
-                        break
-                    if text and state.stop is None:  # the rest is only the end
-                        await pacer.wait()
+                async for text in texts:
+                    yield text
         except Exception as exc:
             raise translate(self.name, exc) from exc
-        missing = "a finish reason" + (" (it sent [DONE])" if state.done else "")
+        missing = "a finish reason" + (" (it sent [DONE])" if state.ended else "")
         yield sse.finish(self.name, state.stop, state.usage, state.sent, missing)
 
-    def _read(self, batch: list[sse.Event], state: _State) -> tuple[str, Exception | None]:
+    def _read(self, batch: list[sse.Event], state: sse.StreamState) -> tuple[str, Exception | None]:
         """The text of a batch of events, and the failure that ended it, if one did (the
         text before a failure is still passed on, as it would have been one event earlier)."""
         texts: list[str] = []
         try:
             for event in batch:
                 if event.data.strip() == "[DONE]":
-                    state.done = True
+                    state.ended = True
                     break
                 chunk = event.json()
                 if not isinstance(chunk, dict):

@@ -7,8 +7,8 @@ under 50 concurrent streams that CPU is time to first token.
 
 The stream is read as the byte chunks that arrive, and every chunk's complete events are handed
 to the adapter together (``batches``), so text that arrived together is passed on as one piece.
-After passing text on, an adapter waits until ``interval_s`` has gone by before reading again
-(``Pacer``): the tokens that arrive meanwhile wait in the connection's buffer and are read,
+After passing text on, ``relay`` waits until ``interval_s`` has gone by before reading again:
+the tokens that arrive meanwhile wait in the connection's buffer and are read,
 parsed and relayed as one piece. Relaying a piece costs the server about the same whatever its
 length (waking the reader, the answer path, one SSE event written), so fewer pieces are less
 CPU: at 50 streams of 100 words a second, 15% less server CPU an answer with 40 ms than with
@@ -23,8 +23,9 @@ import codecs
 import json
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import ProviderError
@@ -106,22 +107,43 @@ async def batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[Event], N
         yield events
 
 
-class Pacer:
-    """Holds the next read back until ``interval_s`` after text was last passed on."""
+@dataclass
+class StreamState:
+    """What one model stream has said so far, besides its text; the adapter's reader fills it
+    in as events come."""
 
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._passed = 0.0
+    usage: Usage = field(default_factory=Usage)
+    stop: StopReason | None = None
+    ended: bool = False
+    """Its terminal event came (``[DONE]``, ``message_stop``)."""
+    sent: list[str] = field(default_factory=list)
 
-    def passed(self) -> None:
-        """Text is about to be passed on (call it before the ``yield``)."""
-        self._passed = time.monotonic()
 
-    async def wait(self) -> None:
-        if self.interval_s > 0:
-            left = self._passed + self.interval_s - time.monotonic()
-            if left > 0:
-                await asyncio.sleep(left)
+Reader = Callable[[list[Event], StreamState], tuple[str, Exception | None]]
+
+
+async def relay(
+    chunks: AsyncIterator[bytes], read: Reader, state: StreamState, interval_s: float
+) -> AsyncGenerator[str, None]:
+    """The text of a model's stream, a piece per batch of events. ``read`` turns a batch into
+    its text and the failure that ended it, if one did: the text before a failure is passed
+    on first. After passing text on, the next read waits until ``interval_s`` has gone by,
+    unless the stream is only ending."""
+    async with aclosing(batches(chunks)) as events:
+        async for batch in events:
+            text, failure = read(batch, state)
+            if text:
+                state.sent.append(text)
+                passed = time.monotonic()
+                yield text
+            if failure is not None:
+                raise failure
+            if state.ended:
+                return
+            if text and state.stop is None and interval_s > 0:
+                left = passed + interval_s - time.monotonic()
+                if left > 0:
+                    await asyncio.sleep(left)
 
 
 def finish(
